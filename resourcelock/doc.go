@@ -1,0 +1,50 @@
+// Package resourcelock provides distributed locking for Kubernetes resources
+// using coordination.k8s.io/v1 Lease objects.
+//
+// Locks are short-lived (held for milliseconds during a single write) and are
+// not renewed in the background. This makes the implementation simpler than a
+// full leader-election library while still being safe for serializing
+// concurrent access to a shared resource (e.g. a ConfigMap) across replicas.
+//
+// Usage:
+//
+//	rl := resourcelock.NewResourceLocker(client, "my-namespace")
+//	if err := rl.AcquireLock(ctx, "my-lock", "holder-abc"); err != nil { ... }
+//	defer rl.ReleaseLock(ctx, "my-lock", "holder-abc")
+//
+// # What a lock promises
+//
+// At most one lockerID holds a lock name at a time, as long as every holder
+// finishes its critical section within the lease duration. The API server
+// decides every race: acquire creates the Lease or updates it with the
+// resourceVersion it read, and release deletes it with preconditions on the UID
+// and resourceVersion it holds, so a slow replica can never delete a Lease that
+// another holder has taken over.
+//
+// # What it does not promise
+//
+// There is no fencing token. A holder that is paused past its lease duration
+// (a long GC pause, a stalled node) can still write after another holder has
+// taken the lock over; nothing in the guarded object records which holder
+// wrote it. Keep the critical section far shorter than the lease duration, and
+// use the guarded object's own resourceVersion (an Update, not a blind Patch)
+// where a lost update would matter.
+//
+// # Clocks
+//
+// A Lease is expired when its renewTime (or acquireTime) plus its
+// leaseDurationSeconds lies in the past on the clock of the locker that reads
+// it. Takeover is therefore only as safe as the clocks of the replicas agree:
+// a locker whose clock runs ahead of the holder's by more than the slack
+// between the critical section and the lease duration can take the lock over
+// while the holder still writes. Keep node clocks synchronised (NTP), as
+// Kubernetes itself requires.
+//
+// A Lease whose renewTime lies in the future (the holder's clock runs ahead)
+// does not block forever: once a locker has seen the same Lease (UID and
+// resourceVersion) unchanged for a full lease duration on its own clock, it
+// treats the Lease as expired. This is the rule client-go's leaderelection
+// uses for every lease.
+//
+// A Lease with no holderIdentity or no leaseDurationSeconds is free.
+package resourcelock

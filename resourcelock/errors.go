@@ -1,0 +1,80 @@
+package resourcelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+)
+
+var (
+	// ErrLockHeld is returned when a lock cannot be acquired within the retry
+	// timeout because another locker holds it.
+	ErrLockHeld = errors.New("resourcelock: lock is held by another locker")
+
+	errNilClient     = errors.New("resourcelock: client is nil")
+	errEmptyLockerID = errors.New("resourcelock: invalid lockerID \"\": must not be empty")
+)
+
+// HeldError is the ErrLockHeld that AcquireLock returns: it names the Lease,
+// its holder, and when the holder's claim runs out. errors.Is(err,
+// ErrLockHeld) holds for it; use errors.As to read the fields.
+type HeldError struct {
+	// Namespace and Name name the Lease.
+	Namespace, Name string
+	// Holder is the Lease's holderIdentity when AcquireLock gave up.
+	Holder string
+	// Until is when the Lease expires on this locker's clock, or the zero time
+	// when it cannot be told.
+	Until time.Time
+	// Waited is how long AcquireLock retried before it gave up.
+	Waited time.Duration
+}
+
+func (e *HeldError) Error() string {
+	until := "an unknown time"
+	if !e.Until.IsZero() {
+		until = e.Until.UTC().Format(time.RFC3339Nano)
+	}
+	return fmt.Sprintf("resourcelock: lock %s/%s is held by %q until %s (gave up after %v)",
+		e.Namespace, e.Name, e.Holder, until, e.Waited)
+}
+
+// Is reports whether target is ErrLockHeld.
+func (e *HeldError) Is(target error) bool { return target == ErrLockHeld }
+
+// transient reports whether err is worth retrying: the server was busy or
+// unreachable, and may answer differently soon.
+func transient(err error) bool {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code := status.Status().Code
+		return code == http.StatusTooManyRequests || code >= http.StatusInternalServerError ||
+			apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err)
+	}
+	// No answer from the server: a request timeout of the client's own (the
+	// caller's ctx is checked before this), or a lost connection.
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	return utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err)
+}
+
+// rejected reports whether the server answered a write with a client error
+// (4xx), so the write certainly did not take effect.
+func rejected(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	code := status.Status().Code
+	return code >= http.StatusBadRequest && code < http.StatusInternalServerError
+}

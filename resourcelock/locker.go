@@ -1,0 +1,526 @@
+package resourcelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// ManagedByLabel marks the Leases this package creates, so that
+// `kubectl get lease -l app.kubernetes.io/managed-by=leaselock` lists them.
+const ManagedByLabel = "app.kubernetes.io/managed-by"
+
+const (
+	managedByValue = "leaselock"
+
+	// cleanupTimeout bounds the release that AcquireLock sends, on a context
+	// of its own, when it gives up after a write whose outcome it could not
+	// see.
+	cleanupTimeout = 5 * time.Second
+
+	// maxTracked bounds each of the maps a locker keeps. Dropping an entry
+	// only costs a request (a release reads the Lease first) or delays a
+	// takeover (the observation starts again); it never breaks exclusion.
+	maxTracked = 1024
+
+	// firstBackoff is the first wait after a transient server error; it
+	// doubles, with jitter, up to the retry interval.
+	firstBackoff = 20 * time.Millisecond
+)
+
+// ResourceLocker acquires and releases distributed locks backed by Kubernetes
+// Lease resources. Each lock is a single Lease object in the configured
+// namespace. The locker creates the Lease on acquire and deletes it on
+// release, so no Lease resources linger after normal operation.
+//
+// A ResourceLocker is safe for concurrent use. The zero value is not usable:
+// its methods return an error; build one with NewResourceLocker.
+type ResourceLocker struct {
+	client        client.Client
+	namespace     string
+	leaseDuration time.Duration
+	retryInterval time.Duration
+	retryTimeout  time.Duration
+	clock         clock.Clock
+	// err is the reason the arguments to NewResourceLocker cannot work; every
+	// call returns it before sending a request.
+	err error
+
+	mu sync.Mutex
+	// held remembers the version of each Lease this locker acquired, so that
+	// a release deletes it without reading it first.
+	held map[holding]version
+	// observed remembers when this locker first saw each Lease that another
+	// locker holds, in the version it saw, for the unchanged-for-a-duration
+	// rule.
+	observed map[string]observation
+}
+
+type holding struct{ name, lockerID string }
+
+type version struct {
+	uid             types.UID
+	resourceVersion string
+}
+
+type observation struct {
+	version
+	since time.Time
+}
+
+// NewResourceLocker creates a ResourceLocker that manages Lease resources in
+// the given namespace. Configure behaviour with functional options; the
+// defaults are tuned for short-lived locks that protect a single API call.
+//
+// A nil client or an invalid namespace is not reported here (the signature
+// has no error) but by every AcquireLock and ReleaseLock call, before any
+// request is sent.
+func NewResourceLocker(c client.Client, namespace string, opts ...Option) *ResourceLocker {
+	rl := &ResourceLocker{
+		client:        c,
+		namespace:     namespace,
+		leaseDuration: DefaultLeaseDuration,
+		retryInterval: DefaultRetryInterval,
+		retryTimeout:  DefaultRetryTimeout,
+		clock:         clock.RealClock{},
+		held:          make(map[holding]version),
+		observed:      make(map[string]observation),
+	}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(rl)
+		}
+	}
+	switch {
+	case c == nil:
+		rl.err = errNilClient
+	default:
+		rl.err = validateNamespace(namespace)
+	}
+	return rl
+}
+
+// Namespace returns the namespace that holds this locker's Leases.
+func (rl *ResourceLocker) Namespace() string { return rl.namespace }
+
+// LeaseDuration returns the duration written into each Lease this locker
+// acquires, after rounding.
+func (rl *ResourceLocker) LeaseDuration() time.Duration { return rl.leaseDuration }
+
+// Clock returns the clock that judges expiry.
+func (rl *ResourceLocker) Clock() clock.Clock { return rl.clock }
+
+// AcquireLock tries to acquire a Lease-backed lock identified by name.
+//
+// The algorithm has three cases:
+//   - Lease does not exist — create it and return (lock acquired).
+//   - Lease exists but is expired — update it to claim ownership.
+//   - Lease exists and is still valid — wait and retry until the timeout, then
+//     return ErrLockHeld.
+//
+// Create and Update conflicts (another replica raced us) are retried
+// transparently within the timeout window. The wait between retries is
+// context-aware: if ctx is cancelled, AcquireLock returns ctx.Err()
+// immediately instead of blocking.
+//
+// A Lease already held by lockerID counts as acquired and its renewTime is
+// refreshed, so a retry after a lost response is safe. When the lock stays
+// held, the error is a *HeldError naming the holder and its expiry.
+// Transient server errors (5xx, 429, timeouts, lost connections) are retried
+// with jittered backoff inside the window; other errors (Forbidden, Invalid)
+// return at once, wrapped so that apierrors.IsForbidden and friends still
+// hold. If AcquireLock gives up after a write whose response it did not see,
+// it deletes the Lease if that write made it the holder, so a cancelled or
+// failed call leaves no Lease of its own behind.
+//
+// name must be a valid Lease name (a lowercase RFC 1123 subdomain) and
+// lockerID must not be empty; otherwise AcquireLock returns an error before
+// sending any request.
+func (rl *ResourceLocker) AcquireLock(ctx context.Context, name, lockerID string) error {
+	if err := rl.check(name, lockerID); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	start := rl.clock.Now()
+	deadline := start.Add(rl.retryTimeout)
+	backoff := rl.backoff()
+	var (
+		lease     *coordinationv1.Lease // as last read; nil when absent
+		known     = true                // lease reflects the last read; start by creating
+		uncertain bool                  // a write may have reached the server unseen
+	)
+	for {
+		var (
+			err   error
+			write bool
+		)
+		switch {
+		case !known:
+			lease, err = rl.get(ctx, name)
+			known = err == nil
+
+		case lease == nil:
+			write = true
+			lease, err = rl.create(ctx, name, lockerID)
+			if err == nil {
+				return nil
+			}
+			if apierrors.IsAlreadyExists(err) {
+				known, err = false, nil
+			}
+
+		default:
+			now := rl.clock.Now()
+			expired, until := rl.expired(lease, now)
+			if ptr.Deref(lease.Spec.HolderIdentity, "") != lockerID && !expired {
+				if !now.Before(deadline) {
+					return &HeldError{
+						Namespace: rl.namespace, Name: name,
+						Holder: ptr.Deref(lease.Spec.HolderIdentity, ""),
+						Until:  until, Waited: now.Sub(start),
+					}
+				}
+				if err := rl.sleep(ctx, rl.pollWait(now, until, deadline)); err != nil {
+					return rl.giveUp(ctx, name, lockerID, uncertain, err)
+				}
+				known = false
+				continue
+			}
+			write = true
+			err = rl.claim(ctx, lease, lockerID)
+			if err == nil {
+				return nil
+			}
+			switch {
+			case apierrors.IsConflict(err):
+				known, err = false, nil
+			case apierrors.IsNotFound(err):
+				lease, err = nil, nil
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return rl.giveUp(ctx, name, lockerID, uncertain || write, ctx.Err())
+		}
+		if write && !rejected(err) {
+			uncertain = true
+		}
+		err = fmt.Errorf("resourcelock: acquire lock %s/%s: %w", rl.namespace, name, err)
+		now := rl.clock.Now()
+		if !transient(err) || !now.Before(deadline) {
+			return rl.giveUp(ctx, name, lockerID, uncertain, err)
+		}
+		known = false
+		if err := rl.sleep(ctx, min(backoff.Step(), deadline.Sub(now))); err != nil {
+			return rl.giveUp(ctx, name, lockerID, uncertain, err)
+		}
+	}
+}
+
+// ReleaseLock deletes the Lease if it is held by the given lockerID. If the
+// Lease does not exist or is held by a different locker, this is a no-op. The
+// holder check prevents a slow replica from accidentally releasing a lock that
+// was already re-acquired by someone else.
+//
+// The check is made by the API server, not by a read before the delete: the
+// Delete carries preconditions on the UID and resourceVersion of the Lease as
+// lockerID holds it, and a failed precondition makes ReleaseLock read the
+// Lease and decide again. Transient server errors are retried within the retry
+// timeout. If ctx is cancelled, ReleaseLock returns ctx.Err() and the Lease
+// stays until it expires; callers that must release after their own context
+// ended should pass context.WithoutCancel(ctx) with a timeout.
+func (rl *ResourceLocker) ReleaseLock(ctx context.Context, name, lockerID string) error {
+	if err := rl.check(name, lockerID); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return rl.release(ctx, name, lockerID)
+}
+
+func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) error {
+	v, ok := rl.forgetHeld(name, lockerID)
+	deadline := rl.clock.Now().Add(rl.retryTimeout)
+	backoff := rl.backoff()
+	for {
+		var err error
+		if !ok {
+			var lease *coordinationv1.Lease
+			lease, err = rl.get(ctx, name)
+			if err == nil {
+				if lease == nil || ptr.Deref(lease.Spec.HolderIdentity, "") != lockerID {
+					return nil
+				}
+				v, ok = versionOf(lease), true
+			}
+		}
+		if ok {
+			err = rl.delete(ctx, name, v)
+			switch {
+			case err == nil, apierrors.IsNotFound(err):
+				return nil
+			case apierrors.IsConflict(err):
+				// The Lease changed since lockerID acquired it: read it and
+				// decide again.
+				ok = false
+				continue
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err = fmt.Errorf("resourcelock: release lock %s/%s: %w", rl.namespace, name, err)
+		now := rl.clock.Now()
+		if !transient(err) || !now.Before(deadline) {
+			return err
+		}
+		if err := rl.sleep(ctx, min(backoff.Step(), deadline.Sub(now))); err != nil {
+			return err
+		}
+	}
+}
+
+// giveUp ends a failed AcquireLock. When a write may have made lockerID the
+// holder without AcquireLock seeing it, it releases the Lease on a context of
+// its own, so the caller's cancellation does not leak the lock.
+func (rl *ResourceLocker) giveUp(ctx context.Context, name, lockerID string, uncertain bool, err error) error {
+	if !uncertain {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if rerr := rl.release(ctx, name, lockerID); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// get reads the Lease; a missing Lease is (nil, nil).
+func (rl *ResourceLocker) get(ctx context.Context, name string) (*coordinationv1.Lease, error) {
+	lease := &coordinationv1.Lease{}
+	err := rl.client.Get(ctx, client.ObjectKey{Namespace: rl.namespace, Name: name}, lease)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return lease, nil
+}
+
+func (rl *ResourceLocker) create(ctx context.Context, name, lockerID string) (*coordinationv1.Lease, error) {
+	now := metav1.NewMicroTime(rl.clock.Now())
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: rl.namespace,
+			Labels:    map[string]string{ManagedByLabel: managedByValue},
+		},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity:       ptr.To(lockerID),
+			LeaseDurationSeconds: ptr.To(int32(rl.leaseDuration / time.Second)),
+			AcquireTime:          &now,
+			RenewTime:            &now,
+		},
+	}
+	if err := rl.client.Create(ctx, lease); err != nil {
+		return nil, err
+	}
+	rl.acquired(name, lockerID, lease)
+	return lease, nil
+}
+
+// claim updates lease, as read, to be held by lockerID: a renewal when it
+// holds it already, a takeover otherwise.
+func (rl *ResourceLocker) claim(ctx context.Context, lease *coordinationv1.Lease, lockerID string) error {
+	lease = lease.DeepCopy()
+	now := metav1.NewMicroTime(rl.clock.Now())
+	spec := &lease.Spec
+	if ptr.Deref(spec.HolderIdentity, "") != lockerID {
+		spec.HolderIdentity = ptr.To(lockerID)
+		spec.AcquireTime = &now
+		spec.LeaseTransitions = ptr.To(ptr.Deref(spec.LeaseTransitions, 0) + 1)
+	}
+	spec.RenewTime = &now
+	spec.LeaseDurationSeconds = ptr.To(int32(rl.leaseDuration / time.Second))
+	if err := rl.client.Update(ctx, lease); err != nil {
+		return err
+	}
+	rl.acquired(lease.Name, lockerID, lease)
+	return nil
+}
+
+func (rl *ResourceLocker) delete(ctx context.Context, name string, v version) error {
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rl.namespace}}
+	return rl.client.Delete(ctx, lease, client.Preconditions{UID: &v.uid, ResourceVersion: &v.resourceVersion})
+}
+
+// expired reports whether lease is free to take over at now, on this
+// locker's clock, and when it expires if it is not.
+func (rl *ResourceLocker) expired(lease *coordinationv1.Lease, now time.Time) (bool, time.Time) {
+	spec := lease.Spec
+	if ptr.Deref(spec.HolderIdentity, "") == "" || ptr.Deref(spec.LeaseDurationSeconds, 0) <= 0 {
+		rl.forgetObserved(lease.Name)
+		return true, time.Time{}
+	}
+	d := time.Duration(*spec.LeaseDurationSeconds) * time.Second
+	var until time.Time
+	if t := spec.RenewTime; t != nil {
+		until = t.Add(d)
+	} else if t := spec.AcquireTime; t != nil {
+		until = t.Add(d)
+	}
+	if !until.IsZero() && now.After(until) {
+		rl.forgetObserved(lease.Name)
+		return true, until
+	}
+	// The holder's clock may run ahead of ours, or the Lease has no time at
+	// all: it is expired once we have seen it unchanged for a full duration.
+	seen := rl.observe(lease, now).Add(d)
+	if until.IsZero() || seen.Before(until) {
+		until = seen
+	}
+	return !now.Before(seen), until
+}
+
+// pollWait is how long a waiter sleeps before it reads a held Lease again: the
+// retry interval with jitter, cut short by the Lease's expiry and by the
+// deadline.
+func (rl *ResourceLocker) pollWait(now, until, deadline time.Time) time.Duration {
+	d := wait.Jitter(rl.retryInterval, 0.1)
+	if !until.IsZero() {
+		// A millisecond past the expiry, so that the next read sees it expired.
+		d = min(d, until.Sub(now)+time.Millisecond)
+	}
+	return max(min(d, deadline.Sub(now)), 0)
+}
+
+func (rl *ResourceLocker) backoff() wait.Backoff {
+	return wait.Backoff{Duration: firstBackoff, Factor: 2, Jitter: 1, Steps: 1 << 30, Cap: rl.retryInterval}
+}
+
+// sleep waits d on the locker's clock, or returns ctx.Err() when ctx ends
+// first.
+func (rl *ResourceLocker) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := rl.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C():
+		return nil
+	}
+}
+
+func (rl *ResourceLocker) acquired(name, lockerID string, lease *coordinationv1.Lease) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	delete(rl.observed, name)
+	k := holding{name, lockerID}
+	if _, ok := rl.held[k]; !ok && len(rl.held) >= maxTracked {
+		dropOne(rl.held)
+	}
+	rl.held[k] = versionOf(lease)
+}
+
+func (rl *ResourceLocker) forgetHeld(name, lockerID string) (version, bool) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	k := holding{name, lockerID}
+	v, ok := rl.held[k]
+	delete(rl.held, k)
+	return v, ok
+}
+
+// observe returns when this locker first saw lease in its current version.
+func (rl *ResourceLocker) observe(lease *coordinationv1.Lease, now time.Time) time.Time {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	v := versionOf(lease)
+	o, ok := rl.observed[lease.Name]
+	if ok && o.version == v {
+		return o.since
+	}
+	if !ok && len(rl.observed) >= maxTracked {
+		dropOne(rl.observed)
+	}
+	rl.observed[lease.Name] = observation{version: v, since: now}
+	return now
+}
+
+func (rl *ResourceLocker) forgetObserved(name string) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	delete(rl.observed, name)
+}
+
+func dropOne[K comparable, V any](m map[K]V) {
+	for k := range m {
+		delete(m, k)
+		return
+	}
+}
+
+func versionOf(lease *coordinationv1.Lease) version {
+	return version{uid: lease.UID, resourceVersion: lease.ResourceVersion}
+}
+
+// check rejects what cannot work before any request is sent.
+func (rl *ResourceLocker) check(name, lockerID string) error {
+	switch {
+	case rl == nil || rl.client == nil:
+		return errNilClient
+	case rl.err != nil:
+		return rl.err
+	}
+	if err := ValidateLockName(name); err != nil {
+		return err
+	}
+	if lockerID == "" {
+		return errEmptyLockerID
+	}
+	return nil
+}
+
+// ValidateLockName returns an error unless name is a valid Lease name: a
+// lowercase RFC 1123 subdomain of at most 253 characters.
+func ValidateLockName(name string) error {
+	if name == "" {
+		return fmt.Errorf("resourcelock: invalid lock name %q: must not be empty", name)
+	}
+	if msgs := apivalidation.NameIsDNSSubdomain(name, false); len(msgs) > 0 {
+		return fmt.Errorf("resourcelock: invalid lock name %q: %s", name, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+func validateNamespace(namespace string) error {
+	if namespace == "" {
+		return fmt.Errorf("resourcelock: invalid namespace %q: must not be empty", namespace)
+	}
+	if msgs := apivalidation.ValidateNamespaceName(namespace, false); len(msgs) > 0 {
+		return fmt.Errorf("resourcelock: invalid namespace %q: %s", namespace, strings.Join(msgs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package resourcelock
+
+import (
+	"math"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// Defaults, tuned for short-lived locks that protect a single API call.
+const (
+	// DefaultLeaseDuration is how long a Lease is valid after it was acquired.
+	DefaultLeaseDuration = 15 * time.Second
+	// DefaultRetryInterval is the wait between attempts while a lock is held.
+	DefaultRetryInterval = 500 * time.Millisecond
+	// DefaultRetryTimeout is how long AcquireLock retries a held lock.
+	DefaultRetryTimeout = 5 * time.Second
+)
+
+// Option configures a ResourceLocker.
+type Option func(*ResourceLocker)
+
+// WithLeaseDuration sets the lease duration. Default is 15 seconds.
+// Sub-second values are rounded up to 1 second; non-positive values are
+// ignored.
+//
+// A Lease stores its duration in whole seconds, so any duration is rounded up
+// to the next whole second, never down: a holder is never given less time than
+// it asked for. Durations beyond what the Lease field holds (math.MaxInt32
+// seconds) are capped there.
+func WithLeaseDuration(d time.Duration) Option {
+	return func(rl *ResourceLocker) {
+		if d <= 0 {
+			return
+		}
+		rl.leaseDuration = roundUpToSecond(d)
+	}
+}
+
+// WithRetryInterval sets the interval between acquire retries. Default is
+// 500ms. Non-positive values are ignored.
+//
+// The interval is jittered by up to 10% so that waiters do not poll in step,
+// and a waiter wakes earlier when the Lease it waits for expires sooner.
+func WithRetryInterval(d time.Duration) Option {
+	return func(rl *ResourceLocker) {
+		if d > 0 {
+			rl.retryInterval = d
+		}
+	}
+}
+
+// WithRetryTimeout sets the total time to retry acquiring a held lock. Default
+// is 5s. Negative values are ignored.
+//
+// A retry timeout of 0 makes AcquireLock a try-lock: it makes one attempt and
+// returns ErrLockHeld at once, without waiting, if another locker holds the
+// lock.
+func WithRetryTimeout(d time.Duration) Option {
+	return func(rl *ResourceLocker) {
+		if d >= 0 {
+			rl.retryTimeout = d
+		}
+	}
+}
+
+// WithClock sets the clock that judges expiry and paces retries. Default is
+// the real clock; tests pass a fake one (k8s.io/utils/clock/testing). A nil
+// clock is ignored.
+func WithClock(c clock.Clock) Option {
+	return func(rl *ResourceLocker) {
+		if c != nil {
+			rl.clock = c
+		}
+	}
+}
+
+// maxLeaseDuration is the longest duration Lease.spec.leaseDurationSeconds,
+// an int32, can hold.
+const maxLeaseDuration = math.MaxInt32 * time.Second
+
+func roundUpToSecond(d time.Duration) time.Duration {
+	if d >= maxLeaseDuration {
+		return maxLeaseDuration
+	}
+	if r := d % time.Second; r != 0 {
+		d += time.Second - r
+	}
+	return d
+}
