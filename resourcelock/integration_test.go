@@ -3,13 +3,18 @@ package resourcelock_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/leaselock/leaselock/internal/testenv"
 	"github.com/leaselock/leaselock/resourcelock"
@@ -90,4 +95,215 @@ func TestServerContendedGivesHeldErrorNamingHolder(t *testing.T) {
 		t.Errorf("HeldError: got %+v, want holder-a on %s/contended with an expiry", held, ns)
 	}
 	t.Logf("b got: %v", err)
+}
+
+func TestServerExpiredLeaseIsTakenOver(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	ctx := context.Background()
+	a := resourcelock.NewResourceLocker(c, ns, resourcelock.WithLeaseDuration(time.Second))
+	if err := a.AcquireLock(ctx, "expiring", "holder-a"); err != nil {
+		t.Fatalf("AcquireLock a: %v", err)
+	}
+	before := getLease(t, c, ns, "expiring")
+
+	// b's clock runs two seconds ahead, so a's one-second Lease is expired for
+	// it; the takeover is an Update with the resourceVersion b read.
+	ahead := testingclock.NewFakeClock(time.Now().Add(2 * time.Second))
+	b := resourcelock.NewResourceLocker(testenv.Client(t), ns, resourcelock.WithClock(ahead), resourcelock.WithRetryTimeout(0))
+	if err := b.AcquireLock(ctx, "expiring", "holder-b"); err != nil {
+		t.Fatalf("AcquireLock b on an expired Lease: %v", err)
+	}
+	after := getLease(t, c, ns, "expiring")
+	if after.UID != before.UID {
+		t.Errorf("UID: got %s, want the same Lease %s updated in place", after.UID, before.UID)
+	}
+	if got := ptr.Deref(after.Spec.HolderIdentity, ""); got != "holder-b" {
+		t.Errorf("holderIdentity: got %q, want holder-b", got)
+	}
+	if got, want := ptr.Deref(after.Spec.LeaseTransitions, 0), ptr.Deref(before.Spec.LeaseTransitions, 0)+1; got != want {
+		t.Errorf("leaseTransitions: got %d, want %d", got, want)
+	}
+	if !after.Spec.AcquireTime.Time.Equal(after.Spec.RenewTime.Time) || !after.Spec.AcquireTime.After(before.Spec.AcquireTime.Time) {
+		t.Errorf("acquireTime %v, renewTime %v: want both the takeover time, after %v",
+			after.Spec.AcquireTime, after.Spec.RenewTime, before.Spec.AcquireTime)
+	}
+
+	// a's release is now a no-op: the Lease is b's.
+	if err := a.ReleaseLock(ctx, "expiring", "holder-a"); err != nil {
+		t.Fatalf("ReleaseLock a after takeover: %v", err)
+	}
+	if got := getLease(t, c, ns, "expiring"); got == nil || ptr.Deref(got.Spec.HolderIdentity, "") != "holder-b" {
+		t.Fatalf("after a's release: got %v, want the Lease still held by holder-b", got)
+	}
+	if err := b.ReleaseLock(ctx, "expiring", "holder-b"); err != nil {
+		t.Fatalf("ReleaseLock b: %v", err)
+	}
+}
+
+func TestServerSameHolderReacquires(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	ctx := context.Background()
+	rl := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(0))
+	if err := rl.AcquireLock(ctx, "again", "holder-a"); err != nil {
+		t.Fatalf("AcquireLock: %v", err)
+	}
+	first := getLease(t, c, ns, "again")
+	time.Sleep(5 * time.Millisecond) // renewTime has microsecond precision
+	if err := rl.AcquireLock(ctx, "again", "holder-a"); err != nil {
+		t.Fatalf("AcquireLock again by the same holder: %v", err)
+	}
+	second := getLease(t, c, ns, "again")
+	if !second.Spec.RenewTime.After(first.Spec.RenewTime.Time) {
+		t.Errorf("renewTime: got %v, want later than %v", second.Spec.RenewTime, first.Spec.RenewTime)
+	}
+	if !second.Spec.AcquireTime.Equal(first.Spec.AcquireTime) {
+		t.Errorf("acquireTime: got %v, want unchanged %v", second.Spec.AcquireTime, first.Spec.AcquireTime)
+	}
+	if err := rl.ReleaseLock(ctx, "again", "holder-a"); err != nil {
+		t.Fatalf("ReleaseLock: %v", err)
+	}
+}
+
+func TestServerCreateWithLostResponseIsAcquired(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	ctx := context.Background()
+	lost := 0
+	flaky := interceptor.NewClient(c, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if err := c.Create(ctx, obj, opts...); err != nil || lost > 0 {
+				return err
+			}
+			lost++
+			return apierrors.NewTimeoutError("response lost", 0)
+		},
+	})
+	rl := resourcelock.NewResourceLocker(flaky, ns)
+	if err := rl.AcquireLock(ctx, "lost", "holder-a"); err != nil {
+		t.Fatalf("AcquireLock after a Create whose response was lost: %v", err)
+	}
+	if lost != 1 {
+		t.Fatalf("lost responses: got %d, want 1", lost)
+	}
+	if got := ptr.Deref(getLease(t, c, ns, "lost").Spec.HolderIdentity, ""); got != "holder-a" {
+		t.Errorf("holderIdentity: got %q, want holder-a", got)
+	}
+	if err := rl.ReleaseLock(ctx, "lost", "holder-a"); err != nil {
+		t.Fatalf("ReleaseLock: %v", err)
+	}
+}
+
+func TestServerReleaseByNonHolderIsNoop(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	ctx := context.Background()
+	rl := resourcelock.NewResourceLocker(c, ns)
+	if err := rl.ReleaseLock(ctx, "absent", "holder-a"); err != nil {
+		t.Fatalf("ReleaseLock of an absent Lease: got %v, want nil", err)
+	}
+	if err := rl.AcquireLock(ctx, "mine", "holder-a"); err != nil {
+		t.Fatalf("AcquireLock: %v", err)
+	}
+	other := resourcelock.NewResourceLocker(testenv.Client(t), ns)
+	if err := other.ReleaseLock(ctx, "mine", "holder-b"); err != nil {
+		t.Fatalf("ReleaseLock by a non-holder: got %v, want nil", err)
+	}
+	if got := getLease(t, c, ns, "mine"); got == nil || ptr.Deref(got.Spec.HolderIdentity, "") != "holder-a" {
+		t.Fatalf("after a non-holder's release: got %v, want the Lease held by holder-a", got)
+	}
+	if err := rl.ReleaseLock(ctx, "mine", "holder-a"); err != nil {
+		t.Fatalf("ReleaseLock: %v", err)
+	}
+}
+
+// TestServerReleaseNeverDeletesATakeover races a stale holder's release
+// against another locker's takeover of the same expired Lease, many times.
+// Whichever reaches the server first, the Lease must end up held by the new
+// holder: a release that read the Lease and then deleted it without
+// preconditions would sometimes delete the takeover.
+func TestServerReleaseNeverDeletesATakeover(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	ctx := context.Background()
+	const rounds = 60
+	for i := range rounds {
+		name := fmt.Sprintf("race-%d", i)
+		a := resourcelock.NewResourceLocker(c, ns, resourcelock.WithLeaseDuration(time.Second))
+		if err := a.AcquireLock(ctx, name, "stale"); err != nil {
+			t.Fatalf("round %d: AcquireLock stale: %v", i, err)
+		}
+		// b sees the stale holder's Lease as expired at once.
+		ahead := testingclock.NewFakeClock(time.Now().Add(2 * time.Second))
+		b := resourcelock.NewResourceLocker(testenv.Client(t), ns, resourcelock.WithClock(ahead), resourcelock.WithRetryTimeout(0))
+		// Half the rounds the stale holder forgot its version (a fresh locker,
+		// as after a restart), so its release reads before it deletes.
+		if i%2 == 1 {
+			a = resourcelock.NewResourceLocker(c, ns)
+		}
+
+		var wg sync.WaitGroup
+		var releaseErr, acquireErr error
+		// b needs three requests (Create, Get, Update) to a's one; a random
+		// start for a's release spreads the rounds over every interleaving.
+		delay := time.Duration(rand.IntN(8000)) * time.Microsecond
+		wg.Go(func() {
+			time.Sleep(delay)
+			releaseErr = a.ReleaseLock(ctx, name, "stale")
+		})
+		wg.Go(func() { acquireErr = b.AcquireLock(ctx, name, "new") })
+		wg.Wait()
+		if releaseErr != nil || acquireErr != nil {
+			t.Fatalf("round %d: release %v, acquire %v: want both nil", i, releaseErr, acquireErr)
+		}
+		lease := getLease(t, c, ns, name)
+		if lease == nil || ptr.Deref(lease.Spec.HolderIdentity, "") != "new" {
+			t.Fatalf("round %d: got Lease %v, want it held by the new holder", i, lease)
+		}
+		if err := b.ReleaseLock(ctx, name, "new"); err != nil {
+			t.Fatalf("round %d: ReleaseLock new: %v", i, err)
+		}
+	}
+}
+
+func TestServerCancelEndsWait(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	a := resourcelock.NewResourceLocker(c, ns)
+	if err := a.AcquireLock(context.Background(), "busy", "holder-a"); err != nil {
+		t.Fatalf("AcquireLock a: %v", err)
+	}
+	defer a.ReleaseLock(context.Background(), "busy", "holder-a")
+
+	b := resourcelock.NewResourceLocker(testenv.Client(t), ns, resourcelock.WithRetryTimeout(time.Minute))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	err := b.AcquireLock(ctx, "busy", "holder-b")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("AcquireLock with a cancelled ctx: got %v, want context.Canceled", err)
+	}
+	// The retry interval is 500ms: a wait that ended on cancel ends well
+	// before the next try would have.
+	if waited := time.Since(start); waited > 450*time.Millisecond {
+		t.Errorf("AcquireLock returned %v after start, want it to end at the cancel (100ms)", waited)
+	}
+}
+
+func TestServerForbiddenReturnsAtOnce(t *testing.T) {
+	admin := testenv.Client(t)
+	ns := testenv.Namespace(t, admin)
+	c, err := client.New(testenv.UserConfig(t, "no-rights"), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl := resourcelock.NewResourceLocker(c, ns)
+	err = rl.AcquireLock(context.Background(), "forbidden", "holder-a")
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("AcquireLock without RBAC: got %v, want an error for which apierrors.IsForbidden holds", err)
+	}
+	if errors.Is(err, resourcelock.ErrLockHeld) {
+		t.Errorf("got %v: a Forbidden error must not read as ErrLockHeld", err)
+	}
 }

@@ -98,6 +98,7 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 func InCI() bool { return os.Getenv("CI") == "true" }
 
 var (
+	env      *envtest.Environment
 	config   *rest.Config
 	startErr error
 )
@@ -110,7 +111,7 @@ type mainRunner struct{ m *testing.M }
 func Main(m *testing.M) goleak.TestingM { return mainRunner{m} }
 
 func (r mainRunner) Run() int {
-	env, cfg, err := Start()
+	e, cfg, err := Start()
 	if err != nil {
 		if InCI() {
 			fmt.Fprintf(os.Stderr, "FAIL: CI=true and the API server is not available: %v\n", err)
@@ -119,7 +120,7 @@ func (r mainRunner) Run() int {
 		startErr = err
 		return r.m.Run()
 	}
-	config = cfg
+	env, config = e, cfg
 	code := r.m.Run()
 	if err := env.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
@@ -140,6 +141,20 @@ func Config(t testing.TB) *rest.Config {
 		t.Skip(startErr)
 	}
 	return rest.CopyConfig(config)
+}
+
+// UserConfig returns a config for a user with no RBAC permissions of its
+// own, for tests of what a forbidden request does.
+func UserConfig(t testing.TB, name string) *rest.Config {
+	t.Helper()
+	Config(t)
+	user, err := env.AddUser(envtest.User{Name: name}, config)
+	if err != nil {
+		t.Fatalf("testenv: add user %s: %v", name, err)
+	}
+	cfg := user.Config()
+	cfg.QPS, cfg.Burst = -1, -1
+	return cfg
 }
 
 // IgnoredGoroutines are the goroutines that outlive every test by design:
