@@ -60,9 +60,9 @@ type ResourceLocker struct {
 	err error
 
 	mu sync.Mutex
-	// held remembers the version of each Lease this locker acquired, so that
-	// a release deletes it without reading it first.
-	held map[holding]version
+	// held remembers each Lease this locker acquired, so that a release
+	// deletes it without reading it first.
+	held map[holding]acquisition
 	// observed remembers when this locker first saw each Lease that another
 	// locker holds, in the version it saw, for the unchanged-for-a-duration
 	// rule.
@@ -74,6 +74,13 @@ type holding struct{ name, lockerID string }
 type version struct {
 	uid             types.UID
 	resourceVersion string
+}
+
+type acquisition struct {
+	version
+	// at is the renewTime this locker wrote, read from its clock before the
+	// write was sent.
+	at time.Time
 }
 
 type observation struct {
@@ -96,7 +103,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 		retryInterval: DefaultRetryInterval,
 		retryTimeout:  DefaultRetryTimeout,
 		clock:         clock.RealClock{},
-		held:          make(map[holding]version),
+		held:          make(map[holding]acquisition),
 		observed:      make(map[string]observation),
 	}
 	for _, opt := range opts {
@@ -122,6 +129,18 @@ func (rl *ResourceLocker) LeaseDuration() time.Duration { return rl.leaseDuratio
 
 // Clock returns the clock that judges expiry.
 func (rl *ResourceLocker) Clock() clock.Clock { return rl.clock }
+
+// AcquiredAt returns the renewTime that lockerID's last successful
+// AcquireLock of name wrote, on this locker's clock, while the lock is not
+// yet released. Other lockers see the Lease expire no earlier than this time
+// plus LeaseDuration (as far as their clocks agree with this one). It reports
+// false when this locker has no record of the acquisition.
+func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	a, ok := rl.held[holding{name, lockerID}]
+	return a.at, ok
+}
 
 // AcquireLock tries to acquire a Lease-backed lock identified by name.
 //
@@ -257,7 +276,8 @@ func (rl *ResourceLocker) ReleaseLock(ctx context.Context, name, lockerID string
 }
 
 func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) error {
-	v, ok := rl.forgetHeld(name, lockerID)
+	a, ok := rl.forgetHeld(name, lockerID)
+	v := a.version
 	deadline := rl.clock.Now().Add(rl.retryTimeout)
 	backoff := rl.backoff()
 	for {
@@ -344,7 +364,7 @@ func (rl *ResourceLocker) create(ctx context.Context, name, lockerID string) (*c
 	if err := rl.client.Create(ctx, lease); err != nil {
 		return nil, err
 	}
-	rl.acquired(name, lockerID, lease)
+	rl.acquired(name, lockerID, lease, now.Time)
 	return lease, nil
 }
 
@@ -364,7 +384,7 @@ func (rl *ResourceLocker) claim(ctx context.Context, lease *coordinationv1.Lease
 	if err := rl.client.Update(ctx, lease); err != nil {
 		return err
 	}
-	rl.acquired(lease.Name, lockerID, lease)
+	rl.acquired(lease.Name, lockerID, lease, now.Time)
 	return nil
 }
 
@@ -433,7 +453,7 @@ func (rl *ResourceLocker) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (rl *ResourceLocker) acquired(name, lockerID string, lease *coordinationv1.Lease) {
+func (rl *ResourceLocker) acquired(name, lockerID string, lease *coordinationv1.Lease, at time.Time) {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	delete(rl.observed, name)
@@ -441,10 +461,10 @@ func (rl *ResourceLocker) acquired(name, lockerID string, lease *coordinationv1.
 	if _, ok := rl.held[k]; !ok && len(rl.held) >= maxTracked {
 		dropOne(rl.held)
 	}
-	rl.held[k] = versionOf(lease)
+	rl.held[k] = acquisition{version: versionOf(lease), at: at}
 }
 
-func (rl *ResourceLocker) forgetHeld(name, lockerID string) (version, bool) {
+func (rl *ResourceLocker) forgetHeld(name, lockerID string) (acquisition, bool) {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	k := holding{name, lockerID}

@@ -1,0 +1,200 @@
+package withlock
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+)
+
+var (
+	errNilClient = errors.New("withlock: client is nil")
+	errNilObject = errors.New("withlock: object is nil")
+	errNilMutate = errors.New("withlock: mutate is nil")
+)
+
+// conflictBackoff paces Update's retries on Conflict. Under the lock a
+// Conflict means a writer that does not take it; the retries go on until ctx
+// ends.
+var conflictBackoff = wait.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Jitter: 1, Steps: 1 << 30, Cap: time.Second}
+
+// UpdateOption configures Update.
+type UpdateOption func(*updateOptions)
+
+type updateOptions struct {
+	reader client.Reader
+	status bool
+}
+
+// ReadFrom makes Update read the object from r instead of from c. Pass an
+// uncached reader (a manager's GetAPIReader()) when c reads from an informer
+// cache: a stale read under the lock only earns a Conflict and a retry.
+func ReadFrom(r client.Reader) UpdateOption {
+	return func(o *updateOptions) { o.reader = r }
+}
+
+// Status makes Update write the status subresource (c.Status().Update)
+// instead of the object: for reconcilers that report what they observed.
+func Status() UpdateOption {
+	return func(o *updateOptions) { o.status = true }
+}
+
+// Update reads the object named by obj's namespace and name, applies mutate
+// to it, and writes it back, all under the lock LockName(obj's group and kind,
+// namespace, name) taken from l. On success obj holds what the server
+// returned.
+//
+// Every attempt reads the object afresh and calls mutate on it, so mutate
+// must derive its change from the object it is given, and may run more than
+// once. A Conflict is retried with jittered backoff until ctx ends. When
+// mutate changes nothing (semantic equality), nothing is written and obj
+// holds the object as read. mutate must not change the name or namespace;
+// Update returns an error if it does. Errors from the server come back
+// wrapped, so apierrors.IsNotFound and friends hold.
+//
+// c and obj must not be nil, obj must name an object, and mutate must not be
+// nil; Update returns an error before any request otherwise.
+func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, obj T, mutate func(T) error, opts ...UpdateOption) error {
+	o := updateOptions{reader: c}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	switch {
+	case l == nil || l.rl == nil:
+		return errNilLocker
+	case c == nil || o.reader == nil:
+		return errNilClient
+	case isNil(obj):
+		return errNilObject
+	case mutate == nil:
+		return errNilMutate
+	case obj.GetName() == "":
+		return fmt.Errorf("withlock: update %T: object has no name", obj)
+	}
+	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
+	if err != nil {
+		return fmt.Errorf("withlock: update %T: %w", obj, err)
+	}
+	key := client.ObjectKeyFromObject(obj)
+	return l.WithLock(ctx, LockName(gvk.GroupKind(), key), func(ctx context.Context) error {
+		backoff := conflictBackoff
+		for {
+			err := updateOnce(ctx, c, o, obj, key, mutate)
+			if !apierrors.IsConflict(err) {
+				return err
+			}
+			if serr := sleep(ctx, l, backoff.Step()); serr != nil {
+				return errors.Join(serr, err)
+			}
+		}
+	})
+}
+
+// updateOnce makes one read-mutate-write attempt, and copies the result into
+// obj when it succeeds.
+func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateOptions, obj T, key client.ObjectKey, mutate func(T) error) error {
+	current := newLike(obj)
+	if err := o.reader.Get(ctx, key, current); err != nil {
+		return fmt.Errorf("withlock: update %s: get: %w", key, err)
+	}
+	before := current.DeepCopyObject()
+	if err := mutate(current); err != nil {
+		return err
+	}
+	if got := client.ObjectKeyFromObject(current); got != key {
+		return fmt.Errorf("withlock: update %s: mutate changed the object's key to %s", key, got)
+	}
+	if !equality.Semantic.DeepEqual(before, current) {
+		var err error
+		if o.status {
+			err = c.Status().Update(ctx, current)
+		} else {
+			err = c.Update(ctx, current)
+		}
+		if err != nil {
+			return fmt.Errorf("withlock: update %s: %w", key, err)
+		}
+	}
+	reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(current).Elem())
+	return nil
+}
+
+// newLike returns a new, empty object of obj's type, with obj's
+// GroupVersionKind set (which unstructured objects need for a Get).
+func newLike[T client.Object](obj T) T {
+	fresh := reflect.New(reflect.TypeOf(obj).Elem()).Interface().(T)
+	fresh.GetObjectKind().SetGroupVersionKind(obj.GetObjectKind().GroupVersionKind())
+	return fresh
+}
+
+func isEmpty(s string) bool { return s == "" }
+
+func isNil(obj client.Object) bool {
+	if obj == nil {
+		return true
+	}
+	v := reflect.ValueOf(obj)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}
+
+func sleep(ctx context.Context, l *Locker, d time.Duration) error {
+	t := l.rl.Clock().NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C():
+		return nil
+	}
+}
+
+// lockNameHashLen is the number of hex digits of the SHA-256 that end every
+// derived lock name: 64 bits, so no two objects share a lock by accident.
+const lockNameHashLen = 16
+
+// maxReadable bounds the readable part of a derived lock name, which leaves
+// room for the hash within a Lease name's 253 characters.
+const maxReadable = 200
+
+// LockName returns the lock name Update uses for the object of group and kind
+// gk named key: a valid Lease name for any input. It reads as
+// kind-namespace-name, lowercased, with every other character made a dash and
+// cut to 200 characters, followed by a hash of the exact group, kind,
+// namespace and name, so that objects whose readable parts agree (or are cut
+// short) still get locks of their own. The API version is left out: one
+// object is one lock whichever version a caller reads it in.
+func LockName(gk schema.GroupKind, key client.ObjectKey) string {
+	sum := sha256.Sum256([]byte(gk.Group + "/" + gk.Kind + "/" + key.Namespace + "/" + key.Name))
+	readable := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r - 'A' + 'a'
+		default:
+			return '-'
+		}
+	}, strings.Join(slices.DeleteFunc([]string{gk.Kind, key.Namespace, key.Name}, isEmpty), "-"))
+	if len(readable) > maxReadable {
+		readable = readable[:maxReadable]
+	}
+	readable = strings.Trim(readable, "-")
+	if readable == "" {
+		return "x-" + hex.EncodeToString(sum[:])[:lockNameHashLen]
+	}
+	return readable + "-" + hex.EncodeToString(sum[:])[:lockNameHashLen]
+}
