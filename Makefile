@@ -51,6 +51,12 @@ lint: $(BIN)/staticcheck ## go vet and staticcheck over every package.
 test: lint envtest-bins ## Every test, the integration tests against the local API server included.
 	$(GO) test -race -count=1 ./...
 
+.PHONY: demo
+demo: envtest-bins ## Replicas contending on a local API server, with the lock and then without.
+	@$(GO) build -o $(BIN)/configmap-counter ./examples/configmap-counter
+	$(BIN)/configmap-counter --replicas 4 --increments 25
+	$(BIN)/configmap-counter --replicas 4 --increments 25 --no-lock
+
 .PHONY: clean
 clean: ## Remove built binaries (the API server build takes minutes to redo).
 	rm -rf $(BIN)

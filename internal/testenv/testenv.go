@@ -1,6 +1,5 @@
-// Package testenv runs the local kube-apiserver and etcd (controller-runtime's
-// envtest, with the binaries `make envtest-bins` builds into bin/k8s) for this
-// project's integration tests, benchmarks and examples.
+// Package testenv runs the local kube-apiserver and etcd (package localapi)
+// around a package's tests.
 //
 // A package starts one control plane for all its tests:
 //
@@ -15,11 +14,8 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -30,75 +26,16 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/leaselock/leaselock/internal/localapi"
 )
-
-// Binaries are the programs envtest needs in the assets directory.
-var Binaries = []string{"kube-apiserver", "etcd"}
-
-// HowToGet is the one line that says how to get the binaries.
-const HowToGet = "run `make envtest-bins` (or `make test`) to build kube-apiserver and etcd into bin/k8s"
-
-// AssetsDir returns the folder that holds kube-apiserver and etcd:
-// $KUBEBUILDER_ASSETS when set, else bin/k8s in the nearest parent folder of
-// the working directory that has one. It returns an error naming the folder
-// and what is missing when a binary is absent.
-func AssetsDir() (string, error) {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		dir = findUp(filepath.Join("bin", "k8s"))
-	}
-	if dir == "" {
-		return "", fmt.Errorf("testenv: no bin/k8s above the working directory and KUBEBUILDER_ASSETS is not set: %s", HowToGet)
-	}
-	for _, b := range Binaries {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			return "", fmt.Errorf("testenv: %s not found in %s: %s", b, dir, HowToGet)
-		}
-	}
-	return dir, nil
-}
-
-func findUp(rel string) string {
-	wd, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if fi, err := os.Stat(filepath.Join(dir, rel)); err == nil && fi.IsDir() {
-			return filepath.Join(dir, rel)
-		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return ""
-		}
-		if filepath.Dir(dir) == dir {
-			return ""
-		}
-	}
-}
-
-// Start starts a control plane from AssetsDir and returns it with a config
-// for an admin user. Stop it with env.Stop.
-func Start() (*envtest.Environment, *rest.Config, error) {
-	dir, err := AssetsDir()
-	if err != nil {
-		return nil, nil, err
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: dir}
-	cfg, err := env.Start()
-	if err != nil {
-		return nil, nil, fmt.Errorf("testenv: start kube-apiserver and etcd from %s: %w", dir, err)
-	}
-	// Tests run many clients at once; client-go's default of 5 requests per
-	// second would measure the client's rate limiter, not the lock.
-	cfg.QPS, cfg.Burst = -1, -1
-	return env, cfg, nil
-}
 
 // InCI reports whether the tests run in CI, where a missing binary is a
 // failure, not a reason to skip.
 func InCI() bool { return os.Getenv("CI") == "true" }
 
 var (
-	env      *envtest.Environment
+	server   *localapi.Server
 	config   *rest.Config
 	startErr error
 )
@@ -111,7 +48,7 @@ type mainRunner struct{ m *testing.M }
 func Main(m *testing.M) goleak.TestingM { return mainRunner{m} }
 
 func (r mainRunner) Run() int {
-	e, cfg, err := Start()
+	srv, err := localapi.Start()
 	if err != nil {
 		if InCI() {
 			fmt.Fprintf(os.Stderr, "FAIL: CI=true and the API server is not available: %v\n", err)
@@ -120,9 +57,9 @@ func (r mainRunner) Run() int {
 		startErr = err
 		return r.m.Run()
 	}
-	env, config = e, cfg
+	server, config = srv, srv.Config
 	code := r.m.Run()
-	if err := env.Stop(); err != nil {
+	if err := server.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
 		return 1
 	}
@@ -148,7 +85,7 @@ func Config(t testing.TB) *rest.Config {
 func UserConfig(t testing.TB, name string) *rest.Config {
 	t.Helper()
 	Config(t)
-	user, err := env.AddUser(envtest.User{Name: name}, config)
+	user, err := server.Env().AddUser(envtest.User{Name: name}, config)
 	if err != nil {
 		t.Fatalf("testenv: add user %s: %v", name, err)
 	}

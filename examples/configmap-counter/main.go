@@ -1,0 +1,302 @@
+// Command configmap-counter shows what leaselock prevents. It runs several
+// replica processes (it re-executes itself in worker mode, so each has its own
+// client and connection), and each adds one to a counter in one ConfigMap, many
+// times, under withlock.Do. At the end it prints the expected and observed
+// count, the updates lost, the lock wait p50/p99 and the Leases left.
+//
+// Each increment is a read followed by a merge patch that carries no
+// resourceVersion, as many controllers write: without the lock (--no-lock)
+// two replicas that read the same value write the same value, and an
+// increment is lost.
+//
+// With no --kubeconfig and no KUBECONFIG it starts the local API server that
+// `make test` uses and stops it at the end; with one it runs against that
+// cluster and needs create, get, update and delete on leases and configmaps
+// in --namespace (see examples/rbac.yaml).
+//
+//	go run ./examples/configmap-counter --replicas 4 --increments 25
+//	go run ./examples/configmap-counter --replicas 4 --increments 25 --no-lock
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/leaselock/leaselock/internal/localapi"
+	"github.com/leaselock/leaselock/resourcelock"
+	"github.com/leaselock/leaselock/withlock"
+)
+
+const (
+	configMapName = "counter"
+	lockName      = "configmap-counter"
+)
+
+type options struct {
+	replicas   int
+	increments int
+	namespace  string
+	kubeconfig string
+	noLock     bool
+	worker     int
+}
+
+// report is what a worker prints, as one JSON line, when it is done.
+type report struct {
+	Replica int             `json:"replica"`
+	Waits   []time.Duration `json:"waits"`
+	Err     string          `json:"err,omitempty"`
+}
+
+func main() {
+	var o options
+	// A flag set of its own: controller-runtime registers --kubeconfig on the
+	// default one.
+	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+	fs.IntVar(&o.replicas, "replicas", 4, "replica processes contending for the lock")
+	fs.IntVar(&o.increments, "increments", 25, "increments each replica makes")
+	fs.StringVar(&o.namespace, "namespace", "leaselock-demo", "namespace of the ConfigMap and the Lease (created if absent)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to use; default $KUBECONFIG, and with neither a local API server is started")
+	fs.BoolVar(&o.noLock, "no-lock", false, "increment without the lock, to show the updates it saves")
+	fs.IntVar(&o.worker, "worker", -1, "internal: run as replica N and print a JSON report")
+	_ = fs.Parse(os.Args[1:]) // ExitOnError
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "configmap-counter:", err)
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	run := runParent
+	if o.worker >= 0 {
+		run = runWorker
+	}
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "configmap-counter:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func (o options) validate() error {
+	switch {
+	case o.replicas < 1:
+		return fmt.Errorf("invalid --replicas %d: must be at least 1", o.replicas)
+	case o.increments < 1:
+		return fmt.Errorf("invalid --increments %d: must be at least 1", o.increments)
+	}
+	if msgs := apivalidation.ValidateNamespaceName(o.namespace, false); len(msgs) > 0 {
+		return fmt.Errorf("invalid --namespace %q: %s", o.namespace, msgs[0])
+	}
+	return nil
+}
+
+// runParent prepares the ConfigMap, runs the replicas, and prints the
+// summary. It fails when the locked run lost an update or left a Lease.
+func runParent(ctx context.Context, o options) error {
+	cluster, err := localapi.Connect(o.kubeconfig, os.Stdout)
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	c, err := client.New(cluster.Config, client.Options{})
+	if err != nil {
+		return err
+	}
+	if err := reset(ctx, c, o.namespace); err != nil {
+		return err
+	}
+
+	mode := "with the lock"
+	if o.noLock {
+		mode = "without the lock (--no-lock)"
+	}
+	fmt.Printf(">> %d replicas x %d increments of ConfigMap %s/%s, %s\n", o.replicas, o.increments, o.namespace, configMapName, mode)
+	reports, err := runReplicas(ctx, o, cluster.KubeconfigPath)
+	if err != nil {
+		return err
+	}
+
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.namespace, Name: configMapName}, &cm); err != nil {
+		return err
+	}
+	observed, _ := strconv.Atoi(cm.Data["count"])
+	var leases coordinationv1.LeaseList
+	if err := c.List(ctx, &leases, client.InNamespace(o.namespace), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
+		return err
+	}
+	var waits []time.Duration
+	for _, r := range reports {
+		waits = append(waits, r.Waits...)
+	}
+	expected := o.replicas * o.increments
+
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "  mode\t%s\n", mode)
+	fmt.Fprintf(w, "  expected\t%d\n", expected)
+	fmt.Fprintf(w, "  observed\t%d\n", observed)
+	fmt.Fprintf(w, "  lost updates\t%d\n", expected-observed)
+	if !o.noLock {
+		fmt.Fprintf(w, "  lock wait p50\t%v\n", percentile(waits, 50))
+		fmt.Fprintf(w, "  lock wait p99\t%v\n", percentile(waits, 99))
+	}
+	fmt.Fprintf(w, "  leases left\t%d\n", len(leases.Items))
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if !o.noLock && (observed != expected || len(leases.Items) > 0) {
+		return fmt.Errorf("with the lock: observed %d of %d, %d Leases left", observed, expected, len(leases.Items))
+	}
+	return nil
+}
+
+// reset creates the namespace if needed and sets the counter to zero.
+func reset(ctx context.Context, c client.Client, namespace string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
+	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: configMapName, Namespace: namespace}}
+	if err := c.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	cm.Data = map[string]string{"count": "0"}
+	return c.Create(ctx, cm)
+}
+
+// runReplicas starts the worker processes and collects their reports.
+func runReplicas(ctx context.Context, o options, kubeconfig string) ([]report, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	reports := make([]report, o.replicas)
+	errs := make([]error, o.replicas)
+	var wg sync.WaitGroup
+	for i := range o.replicas {
+		args := []string{
+			"--worker", strconv.Itoa(i), "--namespace", o.namespace,
+			"--increments", strconv.Itoa(o.increments), "--kubeconfig", kubeconfig,
+		}
+		if o.noLock {
+			args = append(args, "--no-lock")
+		}
+		cmd := exec.CommandContext(ctx, self, args...)
+		cmd.Stderr = os.Stderr
+		wg.Go(func() {
+			out, err := cmd.Output()
+			if err != nil {
+				errs[i] = fmt.Errorf("replica %d: %w", i, err)
+				return
+			}
+			if err := json.Unmarshal(out, &reports[i]); err != nil {
+				errs[i] = fmt.Errorf("replica %d: read report %q: %w", i, out, err)
+				return
+			}
+			if reports[i].Err != "" {
+				errs[i] = fmt.Errorf("replica %d: %s", i, reports[i].Err)
+			}
+		})
+	}
+	wg.Wait()
+	return reports, errors.Join(errs...)
+}
+
+// runWorker is one replica: it increments the counter o.increments times and
+// prints its report.
+func runWorker(ctx context.Context, o options) error {
+	r := report{Replica: o.worker}
+	err := increments(ctx, o, &r)
+	if err != nil {
+		r.Err = err.Error()
+	}
+	out := bufio.NewWriter(os.Stdout)
+	if err := json.NewEncoder(out).Encode(r); err != nil {
+		return err
+	}
+	return out.Flush()
+}
+
+func increments(ctx context.Context, o options, r *report) error {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = o.kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = -1, -1
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return err
+	}
+	key := client.ObjectKey{Namespace: o.namespace, Name: configMapName}
+	// Every replica waits its turn: the retry timeout must outlast the
+	// queue ahead of it, not the default 5s.
+	rl := resourcelock.NewResourceLocker(c, o.namespace, resourcelock.WithRetryTimeout(5*time.Minute))
+	for range o.increments {
+		if o.noLock {
+			if err := increment(ctx, c, key); err != nil {
+				return err
+			}
+			continue
+		}
+		asked := time.Now()
+		err := withlock.Do(ctx, rl, lockName, func(ctx context.Context) error {
+			r.Waits = append(r.Waits, time.Since(asked))
+			return increment(ctx, c, key)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// increment reads the counter and writes it plus one with a merge patch,
+// which carries no resourceVersion: the last writer wins.
+func increment(ctx context.Context, c client.Client, key client.ObjectKey) error {
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, key, &cm); err != nil {
+		return err
+	}
+	before := cm.DeepCopy()
+	n, err := strconv.Atoi(cm.Data["count"])
+	if err != nil {
+		return fmt.Errorf("ConfigMap %s: count %q: %w", key, cm.Data["count"], err)
+	}
+	cm.Data["count"] = strconv.Itoa(n + 1)
+	return c.Patch(ctx, &cm, client.MergeFrom(before))
+}
+
+// percentile returns the p-th percentile of ds, by the nearest-rank method.
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := (p*len(s) + 99) / 100
+	return s[max(rank, 1)-1].Round(100 * time.Microsecond)
+}

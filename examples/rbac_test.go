@@ -1,0 +1,115 @@
+package examples_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	testingclock "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/leaselock/leaselock/internal/testenv"
+	"github.com/leaselock/leaselock/resourcelock"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(testenv.Main(m), testenv.IgnoredGoroutines()...)
+}
+
+// lockRole reads the Role in rbac.yaml.
+func lockRole(t *testing.T) *rbacv1.Role {
+	t.Helper()
+	data, err := os.ReadFile("rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range splitYAML(data) {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			t.Fatalf("decode rbac.yaml: %v", err)
+		}
+		if role, ok := obj.(*rbacv1.Role); ok {
+			return role
+		}
+	}
+	t.Fatal("no Role in rbac.yaml")
+	return nil
+}
+
+func splitYAML(data []byte) [][]byte { return bytes.Split(data, []byte("\n---\n")) }
+
+// lockAsUser grants the Role's rules, less the verb drop, to a new user in a
+// new namespace, and runs every path of the lock as that user: create,
+// contend, take over an expired Lease, release. It returns the first error.
+func lockAsUser(t *testing.T, user string, drop string) error {
+	t.Helper()
+	admin := testenv.Client(t)
+	ns := testenv.Namespace(t, admin)
+	ctx := context.Background()
+
+	role := lockRole(t)
+	role.ObjectMeta = metav1.ObjectMeta{Name: role.Name, Namespace: ns}
+	for i := range role.Rules {
+		role.Rules[i].Verbs = slices.DeleteFunc(slices.Clone(role.Rules[i].Verbs), func(v string) bool { return v == drop })
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	}
+	for _, obj := range []client.Object{role, binding} {
+		if err := admin.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := client.New(testenv.UserConfig(t, user), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Clean up as admin whatever the user could not release.
+	t.Cleanup(func() {
+		_ = admin.DeleteAllOf(context.Background(), &coordinationv1.Lease{}, client.InNamespace(ns))
+	})
+
+	a := resourcelock.NewResourceLocker(c, ns, resourcelock.WithLeaseDuration(time.Second), resourcelock.WithRetryTimeout(0))
+	if err := a.AcquireLock(ctx, "rbac", "a"); err != nil {
+		return err
+	}
+	// Contend: the Create fails with AlreadyExists, then a Get.
+	b := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(0))
+	if err := b.AcquireLock(ctx, "rbac", "b"); !errors.Is(err, resourcelock.ErrLockHeld) {
+		return err
+	}
+	// Take over: b's clock runs past a's one-second lease, then an Update.
+	ahead := resourcelock.NewResourceLocker(c, ns, resourcelock.WithClock(testingclock.NewFakeClock(time.Now().Add(time.Minute))), resourcelock.WithRetryTimeout(0))
+	if err := ahead.AcquireLock(ctx, "rbac", "b"); err != nil {
+		return err
+	}
+	return ahead.ReleaseLock(ctx, "rbac", "b")
+}
+
+// TestRBACRoleIsEnoughAndLeast shows that the Role in rbac.yaml lets a user
+// take every path of the lock, and that each of its verbs is needed.
+func TestRBACRoleIsEnoughAndLeast(t *testing.T) {
+	if err := lockAsUser(t, "lock-user", ""); err != nil {
+		t.Fatalf("with the Role in rbac.yaml: %v", err)
+	}
+	for _, verb := range lockRole(t).Rules[0].Verbs {
+		t.Run("without "+verb, func(t *testing.T) {
+			err := lockAsUser(t, "lock-user-no-"+verb, verb)
+			if !apierrors.IsForbidden(err) {
+				t.Errorf("without verb %q: got %v, want Forbidden", verb, err)
+			}
+		})
+	}
+}

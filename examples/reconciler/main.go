@@ -1,0 +1,276 @@
+// Command reconciler runs several controller-runtime managers (as several
+// replicas of an operator would) whose reconcilers all merge entries into one
+// shared ConfigMap with withlock.Update, and exits with a summary once every
+// entry is there or the run times out.
+//
+// Each source ConfigMap labelled leaselock.example/source=true holds a value;
+// reconciling it writes that value into the registry ConfigMap under the
+// source's name. Every manager reconciles every source, so the writes to the
+// registry contend; the lock serialises them and Update re-reads under it, so
+// no entry is lost and no write fails with Conflict.
+//
+// Reads go through mgr.GetAPIReader(), not the manager's cached client: a
+// stale cached read under the lock would only earn a Conflict and a retry.
+//
+// With no --kubeconfig and no KUBECONFIG it starts the local API server that
+// `make test` uses and stops it at the end.
+//
+//	go run ./examples/reconciler --managers 3 --sources 20
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/leaselock/leaselock/internal/localapi"
+	"github.com/leaselock/leaselock/resourcelock"
+	"github.com/leaselock/leaselock/withlock"
+)
+
+const (
+	registryName = "registry"
+	sourceLabel  = "leaselock.example/source"
+)
+
+type options struct {
+	managers   int
+	sources    int
+	namespace  string
+	kubeconfig string
+	timeout    time.Duration
+}
+
+func main() {
+	var o options
+	// A flag set of its own: controller-runtime registers --kubeconfig on the
+	// default one.
+	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+	fs.IntVar(&o.managers, "managers", 3, "manager instances, each with its own client and cache")
+	fs.IntVar(&o.sources, "sources", 20, "source ConfigMaps to merge into the registry")
+	fs.StringVar(&o.namespace, "namespace", "leaselock-reconciler", "namespace of the ConfigMaps and Leases (created if absent)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to use; default $KUBECONFIG, and with neither a local API server is started")
+	fs.DurationVar(&o.timeout, "timeout", time.Minute, "give up when the registry is not complete after this long")
+	_ = fs.Parse(os.Args[1:]) // ExitOnError
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "reconciler:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "reconciler:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func (o options) validate() error {
+	switch {
+	case o.managers < 1:
+		return fmt.Errorf("invalid --managers %d: must be at least 1", o.managers)
+	case o.sources < 1:
+		return fmt.Errorf("invalid --sources %d: must be at least 1", o.sources)
+	case o.timeout <= 0:
+		return fmt.Errorf("invalid --timeout %v: must be positive", o.timeout)
+	}
+	if msgs := apivalidation.ValidateNamespaceName(o.namespace, false); len(msgs) > 0 {
+		return fmt.Errorf("invalid --namespace %q: %s", o.namespace, msgs[0])
+	}
+	return nil
+}
+
+// RegistryReconciler merges one source ConfigMap into the registry.
+//
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;update
+type RegistryReconciler struct {
+	// Client writes; it may read from the manager's cache.
+	Client client.Client
+	// APIReader reads without a cache (mgr.GetAPIReader()).
+	APIReader client.Reader
+	Locker    *withlock.Locker
+	Namespace string
+
+	reconciles atomic.Int64
+}
+
+// Reconcile writes the source's value into the registry under the source's
+// name, under the registry's lock.
+func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	r.reconciles.Add(1)
+	var source corev1.ConfigMap
+	if err := r.APIReader.Get(ctx, req.NamespacedName, &source); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	registry := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: registryName, Namespace: r.Namespace}}
+	err := withlock.Update(ctx, r.Locker, r.Client, registry, func(cm *corev1.ConfigMap) error {
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		cm.Data[source.Name] = source.Data["value"]
+		return nil
+	}, withlock.ReadFrom(r.APIReader))
+	return ctrl.Result{}, err
+}
+
+// SetupWithManager registers the reconciler for labelled ConfigMaps.
+func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager, name string) error {
+	isSource, err := predicate.LabelSelectorPredicate(metav1.LabelSelector{MatchLabels: map[string]string{sourceLabel: "true"}})
+	if err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(name).
+		For(&corev1.ConfigMap{}, builder.WithPredicates(isSource)).
+		Complete(r)
+}
+
+func run(ctx context.Context, o options) error {
+	cluster, err := localapi.Connect(o.kubeconfig, os.Stdout)
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	c, err := client.New(cluster.Config, client.Options{})
+	if err != nil {
+		return err
+	}
+	if err := setUp(ctx, c, o); err != nil {
+		return err
+	}
+
+	fmt.Printf(">> %d managers merging %d sources into ConfigMap %s/%s\n", o.managers, o.sources, o.namespace, registryName)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reconcilers := make([]*RegistryReconciler, o.managers)
+	errs := make([]error, o.managers)
+	var wg sync.WaitGroup
+	for i := range o.managers {
+		mgr, r, err := newManager(cluster.Config, o, i)
+		if err != nil {
+			return err
+		}
+		reconcilers[i] = r
+		wg.Go(func() { errs[i] = mgr.Start(runCtx) })
+	}
+
+	began := time.Now()
+	registry := &corev1.ConfigMap{}
+	waitErr := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, o.timeout, true, func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Namespace: o.namespace, Name: registryName}, registry)
+		return err == nil && len(registry.Data) == o.sources, err
+	})
+	cancel()
+	wg.Wait()
+	took := time.Since(began)
+
+	var leases coordinationv1.LeaseList
+	if err := c.List(ctx, &leases, client.InNamespace(o.namespace), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "  entries expected\t%d\n", o.sources)
+	fmt.Fprintf(w, "  entries merged\t%d\n", len(registry.Data))
+	for i, r := range reconcilers {
+		fmt.Fprintf(w, "  manager %d reconciles\t%d\n", i, r.reconciles.Load())
+	}
+	fmt.Fprintf(w, "  took\t%v\n", took.Round(time.Millisecond))
+	fmt.Fprintf(w, "  leases left\t%d\n", len(leases.Items))
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if waitErr != nil {
+		return fmt.Errorf("registry has %d of %d entries: %w", len(registry.Data), o.sources, waitErr)
+	}
+	if len(leases.Items) > 0 {
+		return fmt.Errorf("%d Leases left", len(leases.Items))
+	}
+	return nil
+}
+
+// newManager builds manager i: its own client and cache, no leader election
+// (every replica reconciles, which is what makes the writes contend), and no
+// metrics or health endpoints.
+func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReconciler, error) {
+	mgr, err := ctrl.NewManager(rest.CopyConfig(cfg), ctrl.Options{
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Several managers in one process register controllers of the same
+		// kind; in real replicas each is alone in its process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	rl := resourcelock.NewResourceLocker(mgr.GetClient(), o.namespace, resourcelock.WithRetryTimeout(time.Minute))
+	r := &RegistryReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Locker:    withlock.New(rl, withlock.WithIdentity("manager-"+strconv.Itoa(i))),
+		Namespace: o.namespace,
+	}
+	if err := r.SetupWithManager(mgr, "registry-"+strconv.Itoa(i)); err != nil {
+		return nil, nil, err
+	}
+	return mgr, r, nil
+}
+
+// setUp creates the namespace, an empty registry and the sources.
+func setUp(ctx context.Context, c client.Client, o options) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.namespace}}
+	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	if err := c.DeleteAllOf(ctx, &corev1.ConfigMap{}, client.InNamespace(o.namespace), client.HasLabels{sourceLabel}); err != nil {
+		return err
+	}
+	registry := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: registryName, Namespace: o.namespace}}
+	if err := c.Delete(ctx, registry); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err := c.Create(ctx, registry); err != nil {
+		return err
+	}
+	for i := range o.sources {
+		source := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:      fmt.Sprintf("source-%03d", i),
+				Namespace: o.namespace,
+				Labels:    map[string]string{sourceLabel: "true"},
+			},
+			Data: map[string]string{"value": strconv.Itoa(i * i)},
+		}
+		if err := c.Create(ctx, source); err != nil {
+			return err
+		}
+	}
+	return nil
+}

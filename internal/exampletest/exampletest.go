@@ -1,0 +1,58 @@
+// Package exampletest builds and runs the example programs in tests, so that
+// they cannot rot.
+package exampletest
+
+import (
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/leaselock/leaselock/internal/localapi"
+	"github.com/leaselock/leaselock/internal/testenv"
+)
+
+// Build builds the main package in the working directory and returns the
+// binary's path. It skips t when the local API server's binaries are absent,
+// except in CI, where that fails t.
+func Build(t *testing.T) string {
+	t.Helper()
+	if _, err := localapi.AssetsDir(); err != nil {
+		if testenv.InCI() {
+			t.Fatalf("CI=true and the API server is not available: %v", err)
+		}
+		t.Skip(err)
+	}
+	bin := filepath.Join(t.TempDir(), "example")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Run runs bin with args and returns its combined output; it fails t when
+// the program fails.
+func Run(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", filepath.Base(bin), args, err, out)
+	}
+	return string(out)
+}
+
+// Figure returns the number on the summary line that starts with label, and
+// fails t when there is none.
+func Figure(t *testing.T, out, label string) int {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(label) + `\s+(\d+)\s*$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no %q line in the summary:\n%s", label, out)
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
