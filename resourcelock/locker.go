@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -17,6 +18,10 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/leaselock/leaselock/internal/lockmetrics"
 )
 
 // ManagedByLabel marks the Leases this package creates, so that
@@ -55,6 +60,9 @@ type ResourceLocker struct {
 	retryInterval time.Duration
 	retryTimeout  time.Duration
 	clock         clock.Clock
+	metrics       *lockmetrics.Set
+	registerer    prometheus.Registerer
+	byName        bool
 	// err is the reason the arguments to NewResourceLocker cannot work; every
 	// call returns it before sending a request.
 	err error
@@ -103,6 +111,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 		retryInterval: DefaultRetryInterval,
 		retryTimeout:  DefaultRetryTimeout,
 		clock:         clock.RealClock{},
+		registerer:    metrics.Registry,
 		held:          make(map[holding]acquisition),
 		observed:      make(map[string]observation),
 	}
@@ -111,6 +120,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 			opt(rl)
 		}
 	}
+	rl.metrics = lockmetrics.For(rl.registerer, rl.byName)
 	switch {
 	case c == nil:
 		rl.err = errNilClient
@@ -175,7 +185,46 @@ func (rl *ResourceLocker) AcquireLock(ctx context.Context, name, lockerID string
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	log := logf.FromContext(ctx).WithValues("lock", name, "namespace", rl.namespace, "holder", lockerID)
 	start := rl.clock.Now()
+	var o outcome
+	err := rl.acquire(ctx, name, lockerID, start, &o)
+	now := rl.clock.Now()
+	var waited time.Duration
+	if !o.firstHeld.IsZero() {
+		waited = now.Sub(o.firstHeld)
+	}
+	result := lockmetrics.Acquired
+	switch {
+	case errors.Is(err, ErrLockHeld):
+		result = lockmetrics.Held
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		result = lockmetrics.Cancelled
+	case err != nil:
+		result = lockmetrics.Error
+	}
+	rl.metrics.Acquire(name, result, now.Sub(start), !o.firstHeld.IsZero(), waited)
+	switch {
+	case o.previousHolder != "" && err == nil:
+		rl.metrics.Takeover(name)
+		log.Info("took over an expired lock", "previousHolder", o.previousHolder, "waited", waited)
+	case err == nil:
+		log.V(1).Info("acquired lock", "waited", waited)
+	default:
+		log.V(1).Info("did not acquire lock", "result", result, "error", err)
+	}
+	return err
+}
+
+// outcome is what acquire tells AcquireLock for its metrics and logs.
+type outcome struct {
+	// firstHeld is when acquire first found the lock held by another.
+	firstHeld time.Time
+	// previousHolder is the holder of the expired Lease it took over.
+	previousHolder string
+}
+
+func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, start time.Time, o *outcome) error {
 	deadline := start.Add(rl.retryTimeout)
 	backoff := rl.backoff()
 	var (
@@ -207,6 +256,9 @@ func (rl *ResourceLocker) AcquireLock(ctx context.Context, name, lockerID string
 			now := rl.clock.Now()
 			expired, until := rl.expired(lease, now)
 			if ptr.Deref(lease.Spec.HolderIdentity, "") != lockerID && !expired {
+				if o.firstHeld.IsZero() {
+					o.firstHeld = now
+				}
 				if !now.Before(deadline) {
 					return &HeldError{
 						Namespace: rl.namespace, Name: name,
@@ -221,8 +273,12 @@ func (rl *ResourceLocker) AcquireLock(ctx context.Context, name, lockerID string
 				continue
 			}
 			write = true
+			previous := ptr.Deref(lease.Spec.HolderIdentity, "")
 			err = rl.claim(ctx, lease, lockerID)
 			if err == nil {
+				if previous != lockerID {
+					o.previousHolder = previous
+				}
 				return nil
 			}
 			switch {
@@ -278,6 +334,7 @@ func (rl *ResourceLocker) ReleaseLock(ctx context.Context, name, lockerID string
 func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) error {
 	a, ok := rl.forgetHeld(name, lockerID)
 	v := a.version
+	log := logf.FromContext(ctx).WithValues("lock", name, "namespace", rl.namespace, "holder", lockerID)
 	deadline := rl.clock.Now().Add(rl.retryTimeout)
 	backoff := rl.backoff()
 	for {
@@ -286,7 +343,14 @@ func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) er
 			var lease *coordinationv1.Lease
 			lease, err = rl.get(ctx, name)
 			if err == nil {
-				if lease == nil || ptr.Deref(lease.Spec.HolderIdentity, "") != lockerID {
+				if lease == nil {
+					return nil
+				}
+				if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != lockerID {
+					if holder != "" && !a.at.IsZero() {
+						rl.metrics.ReleaseTakenOver(name)
+						log.Info("lock was taken over before release", "holderNow", holder)
+					}
 					return nil
 				}
 				v, ok = versionOf(lease), true
@@ -295,7 +359,13 @@ func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) er
 		if ok {
 			err = rl.delete(ctx, name, v)
 			switch {
-			case err == nil, apierrors.IsNotFound(err):
+			case err == nil:
+				if !a.at.IsZero() {
+					rl.metrics.Hold(name, rl.clock.Since(a.at))
+				}
+				log.V(1).Info("released lock")
+				return nil
+			case apierrors.IsNotFound(err):
 				return nil
 			case apierrors.IsConflict(err):
 				// The Lease changed since lockerID acquired it: read it and
@@ -341,6 +411,7 @@ func (rl *ResourceLocker) get(ctx context.Context, name string) (*coordinationv1
 		return nil, nil
 	}
 	if err != nil {
+		rl.metrics.APIError(name, err)
 		return nil, err
 	}
 	return lease, nil
@@ -362,6 +433,7 @@ func (rl *ResourceLocker) create(ctx context.Context, name, lockerID string) (*c
 		},
 	}
 	if err := rl.client.Create(ctx, lease); err != nil {
+		rl.metrics.APIError(name, err)
 		return nil, err
 	}
 	rl.acquired(name, lockerID, lease, now.Time)
@@ -382,6 +454,7 @@ func (rl *ResourceLocker) claim(ctx context.Context, lease *coordinationv1.Lease
 	spec.RenewTime = &now
 	spec.LeaseDurationSeconds = ptr.To(int32(rl.leaseDuration / time.Second))
 	if err := rl.client.Update(ctx, lease); err != nil {
+		rl.metrics.APIError(lease.Name, err)
 		return err
 	}
 	rl.acquired(lease.Name, lockerID, lease, now.Time)
@@ -390,7 +463,11 @@ func (rl *ResourceLocker) claim(ctx context.Context, lease *coordinationv1.Lease
 
 func (rl *ResourceLocker) delete(ctx context.Context, name string, v version) error {
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rl.namespace}}
-	return rl.client.Delete(ctx, lease, client.Preconditions{UID: &v.uid, ResourceVersion: &v.resourceVersion})
+	err := rl.client.Delete(ctx, lease, client.Preconditions{UID: &v.uid, ResourceVersion: &v.resourceVersion})
+	if err != nil && !apierrors.IsNotFound(err) {
+		rl.metrics.APIError(name, err)
+	}
+	return err
 }
 
 // expired reports whether lease is free to take over at now, on this

@@ -4,6 +4,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 )
 
@@ -78,6 +79,20 @@ func WithClock(c clock.Clock) Option {
 // maxLeaseDuration is the longest duration Lease.spec.leaseDurationSeconds,
 // an int32, can hold.
 const maxLeaseDuration = math.MaxInt32 * time.Second
+
+// WithMetrics sets the Prometheus registerer of the locker's metrics (see
+// the package doc). Default: controller-runtime's metrics.Registry, which a
+// manager serves on /metrics. A nil registerer records no metrics.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(rl *ResourceLocker) { rl.registerer = reg }
+}
+
+// WithLockNameLabel labels every metric with the lock name. Off by default:
+// use it only when the lock names are few and fixed, since each name makes a
+// time series of its own. Lockers that share a registerer must agree on it.
+func WithLockNameLabel() Option {
+	return func(rl *ResourceLocker) { rl.byName = true }
+}
 
 func roundUpToSecond(d time.Duration) time.Duration {
 	if d >= maxLeaseDuration {

@@ -9,7 +9,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/leaselock/leaselock/internal/lockmetrics"
 	"github.com/leaselock/leaselock/resourcelock"
 )
 
@@ -34,6 +38,9 @@ type Locker struct {
 	identity       string
 	releaseTimeout time.Duration
 	margin         time.Duration
+	registerer     prometheus.Registerer
+	byName         bool
+	metrics        *lockmetrics.Set
 }
 
 // Option configures a Locker.
@@ -76,10 +83,24 @@ func WithSafetyMargin(d time.Duration) Option {
 	}
 }
 
+// WithMetrics sets the Prometheus registerer of the locks-lost metric,
+// leaselock_locks_lost_total. Default: controller-runtime's
+// metrics.Registry; nil records nothing. Give the same registerer to the
+// ResourceLocker (resourcelock.WithMetrics), which records the rest.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(l *Locker) { l.registerer = reg }
+}
+
+// WithLockNameLabel labels the locks-lost metric with the lock name; see
+// resourcelock.WithLockNameLabel for the cost.
+func WithLockNameLabel() Option {
+	return func(l *Locker) { l.byName = true }
+}
+
 // New returns a Locker that takes its locks from rl. A nil rl is reported by
 // every call, before any request is sent.
 func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
-	l := &Locker{rl: rl, identity: defaultIdentity(), releaseTimeout: DefaultReleaseTimeout}
+	l := &Locker{rl: rl, identity: defaultIdentity(), releaseTimeout: DefaultReleaseTimeout, registerer: metrics.Registry}
 	if rl != nil {
 		l.margin = rl.LeaseDuration() / 5
 	}
@@ -88,6 +109,7 @@ func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
 			opt(l)
 		}
 	}
+	l.metrics = lockmetrics.For(l.registerer, l.byName)
 	return l
 }
 
@@ -150,7 +172,11 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 		lost := context.Cause(fnCtx)
 		cancel(nil)
 		watching.Wait()
-		if !errors.Is(lost, ErrLockLost) {
+		if errors.Is(lost, ErrLockLost) {
+			l.metrics.Lost(name)
+			logf.FromContext(ctx).Info("function outlived its lock", "lock", name,
+				"namespace", l.rl.Namespace(), "holder", holder, "error", lost)
+		} else {
 			lost = nil
 		}
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)

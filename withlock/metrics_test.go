@@ -1,0 +1,72 @@
+package withlock_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/client-go/kubernetes/scheme"
+	testingclock "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/leaselock/leaselock/resourcelock"
+	"github.com/leaselock/leaselock/withlock"
+)
+
+// TestLockLostIsCountedAndLogged runs fn past its lease on a fake clock: the
+// locks-lost counter goes to 1 and an Info line names the lock and holder.
+func TestLockLostIsCountedAndLogged(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var mu sync.Mutex
+	var lines []string
+	log := funcr.New(func(_, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, args)
+	}, funcr.Options{})
+	ctx := logf.IntoContext(context.Background(), log)
+
+	clk := testingclock.NewFakeClock(time.Now())
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
+		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(nil))
+	l := withlock.New(rl, withlock.WithMetrics(reg), withlock.WithIdentity("pod-a"))
+
+	err := l.WithLock(ctx, "slow", func(ctx context.Context) error {
+		for !clk.HasWaiters() {
+			time.Sleep(time.Millisecond) // until the lock-lost timer waits on the clock
+		}
+		clk.Step(9 * time.Second) // past 10s less the 2s default margin
+		<-ctx.Done()
+		return nil
+	})
+	if !errors.Is(err, withlock.ErrLockLost) {
+		t.Fatalf("got %v, want ErrLockLost", err)
+	}
+	want := `
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# TYPE leaselock_locks_lost_total counter
+leaselock_locks_lost_total 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "leaselock_locks_lost_total"); err != nil {
+		t.Error(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lines) != 1 {
+		t.Fatalf("log lines: got %q, want one", lines)
+	}
+	for _, want := range []string{`"function outlived its lock"`, `"lock"="slow"`, `"namespace"="metrics"`, `"holder"="pod-a_`} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("log line %s: want %s in it", lines[0], want)
+		}
+	}
+}
+
