@@ -69,4 +69,3 @@ leaselock_locks_lost_total 1
 		}
 	}
 }
-
