@@ -19,13 +19,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -63,6 +66,7 @@ type options struct {
 	namespace  string
 	kubeconfig string
 	timeout    time.Duration
+	metrics    string
 }
 
 func main() {
@@ -75,6 +79,7 @@ func main() {
 	fs.StringVar(&o.namespace, "namespace", "leaselock-reconciler", "namespace of the ConfigMaps and Leases (created if absent)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to use; default $KUBECONFIG, and with neither a local API server is started")
 	fs.DurationVar(&o.timeout, "timeout", time.Minute, "give up when the registry is not complete after this long")
+	fs.StringVar(&o.metrics, "metrics-bind-address", "127.0.0.1:8383", "where the first manager serves /metrics, with leaselock's metrics among them; 0 turns it off")
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "reconciler:", err)
@@ -185,6 +190,11 @@ func run(ctx context.Context, o options) error {
 		err := c.Get(ctx, client.ObjectKey{Namespace: o.namespace, Name: registryName}, registry)
 		return err == nil && len(registry.Data) == o.sources, err
 	})
+	if o.metrics != "0" {
+		if err := printMetrics(ctx, o.metrics); err != nil {
+			fmt.Fprintln(os.Stderr, "reconciler: scrape metrics:", err)
+		}
+	}
 	cancel()
 	wg.Wait()
 	took := time.Since(began)
@@ -217,11 +227,17 @@ func run(ctx context.Context, o options) error {
 }
 
 // newManager builds manager i: its own client and cache, no leader election
-// (every replica reconciles, which is what makes the writes contend), and no
-// metrics or health endpoints.
+// (every replica reconciles, which is what makes the writes contend), no
+// health endpoint, and for the first one a metrics endpoint.
 func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReconciler, error) {
+	// The managers share one process and so one metrics registry: the first
+	// serves it.
+	bind := "0"
+	if i == 0 {
+		bind = o.metrics
+	}
 	mgr, err := ctrl.NewManager(rest.CopyConfig(cfg), ctrl.Options{
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Metrics:                metricsserver.Options{BindAddress: bind},
 		HealthProbeBindAddress: "0",
 		// Several managers in one process register controllers of the same
 		// kind; in real replicas each is alone in its process.
@@ -273,4 +289,27 @@ func setUp(ctx context.Context, c client.Client, o options) error {
 		}
 	}
 	return nil
+}
+
+// printMetrics scrapes the metrics endpoint at addr, as Prometheus would, and
+// prints leaselock's series, less the histogram buckets.
+func printMetrics(ctx context.Context, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	fmt.Printf(">> leaselock metrics from http://%s/metrics\n", addr)
+	lines := bufio.NewScanner(resp.Body)
+	for lines.Scan() {
+		line := lines.Text()
+		if strings.HasPrefix(line, "leaselock_") && !strings.Contains(line, "_bucket{") {
+			fmt.Println("  " + line)
+		}
+	}
+	return lines.Err()
 }
