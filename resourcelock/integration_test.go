@@ -67,12 +67,28 @@ func TestServerAcquireReleaseLeavesNoLease(t *testing.T) {
 	}
 }
 
+// modes are the two ways a waiter waits: on a watch of the Lease (the
+// default for a client that can watch), and polling.
+var modes = []struct {
+	name string
+	opts []resourcelock.Option
+}{
+	{"watch", nil},
+	{"poll", []resourcelock.Option{resourcelock.WithoutWatch()}},
+}
+
 func TestServerContendedGivesHeldErrorNamingHolder(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) { testContended(t, mode.opts) })
+	}
+}
+
+func testContended(t *testing.T, opts []resourcelock.Option) {
 	c := testenv.Client(t)
 	ns := testenv.Namespace(t, c)
 	a := resourcelock.NewResourceLocker(c, ns)
-	b := resourcelock.NewResourceLocker(testenv.Client(t), ns,
-		resourcelock.WithRetryInterval(50*time.Millisecond), resourcelock.WithRetryTimeout(300*time.Millisecond))
+	b := resourcelock.NewResourceLocker(testenv.Client(t), ns, append(opts,
+		resourcelock.WithRetryInterval(50*time.Millisecond), resourcelock.WithRetryTimeout(300*time.Millisecond))...)
 	ctx := context.Background()
 
 	if err := a.AcquireLock(ctx, "contended", "holder-a"); err != nil {
@@ -268,6 +284,12 @@ func TestServerReleaseNeverDeletesATakeover(t *testing.T) {
 }
 
 func TestServerCancelEndsWait(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) { testCancelEndsWait(t, mode.opts) })
+	}
+}
+
+func testCancelEndsWait(t *testing.T, opts []resourcelock.Option) {
 	c := testenv.Client(t)
 	ns := testenv.Namespace(t, c)
 	a := resourcelock.NewResourceLocker(c, ns)
@@ -276,7 +298,7 @@ func TestServerCancelEndsWait(t *testing.T) {
 	}
 	defer a.ReleaseLock(context.Background(), "busy", "holder-a")
 
-	b := resourcelock.NewResourceLocker(testenv.Client(t), ns, resourcelock.WithRetryTimeout(time.Minute))
+	b := resourcelock.NewResourceLocker(testenv.Client(t), ns, append(opts, resourcelock.WithRetryTimeout(time.Minute))...)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
@@ -305,5 +327,54 @@ func TestServerForbiddenReturnsAtOnce(t *testing.T) {
 	}
 	if errors.Is(err, resourcelock.ErrLockHeld) {
 		t.Errorf("got %v: a Forbidden error must not read as ErrLockHeld", err)
+	}
+}
+
+// TestServerIdleWaitersWatchWithoutPolling counts, on the client side, what
+// waiters on a held lock send: with a watch, a Create, a Get and one watch
+// each, however long they wait; polling, a Get every retry interval.
+func TestServerIdleWaitersWatchWithoutPolling(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	ctx := context.Background()
+	holder := resourcelock.NewResourceLocker(c, ns)
+	if err := holder.AcquireLock(ctx, "idle", "holder"); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.ReleaseLock(ctx, "idle", "holder")
+
+	const waiters = 4
+	wait := func(opts ...resourcelock.Option) *testenv.Requests {
+		var reqs testenv.Requests
+		var wg sync.WaitGroup
+		for i := range waiters {
+			opts := append([]resourcelock.Option{resourcelock.WithRetryInterval(50 * time.Millisecond),
+				resourcelock.WithRetryTimeout(time.Second)}, opts...)
+			rl := resourcelock.NewResourceLocker(testenv.CountedClient(t, &reqs), ns, opts...)
+			wg.Go(func() {
+				if err := rl.AcquireLock(ctx, "idle", fmt.Sprint("waiter-", i)); !errors.Is(err, resourcelock.ErrLockHeld) {
+					t.Errorf("waiter %d: got %v, want ErrLockHeld", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		return &reqs
+	}
+
+	watched := wait()
+	if got, want := watched.Count("watch", "leases"), waiters; got != want {
+		t.Errorf("watches: got %d, want %d, one per waiter", got, want)
+	}
+	if got, want := watched.Count("get", "leases"), waiters; got != want {
+		t.Errorf("gets while watching for 1s: got %d, want %d, one per waiter before its watch", got, want)
+	}
+	polled := wait(resourcelock.WithoutWatch())
+	t.Logf("4 waiters for 1s at a 50ms retry interval: %d Gets watching, %d polling",
+		watched.Count("get", "leases"), polled.Count("get", "leases"))
+	if got := polled.Count("watch", "leases"); got != 0 {
+		t.Errorf("watches with WithoutWatch: got %d, want 0", got)
+	}
+	if got := polled.Count("get", "leases"); got < 5*waiters {
+		t.Errorf("gets while polling for 1s every 50ms: got %d, want at least %d", got, 5*waiters)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,11 @@ import (
 // ManagedByLabel marks the Leases this package creates, so that
 // `kubectl get lease -l app.kubernetes.io/managed-by=leaselock` lists them.
 const ManagedByLabel = "app.kubernetes.io/managed-by"
+
+// HandoffsAnnotation records, on a Lease this package creates, how many
+// handoffs to other holders its holder waited through. Waiters read it to
+// order themselves: the longest waiter creates the next Lease first.
+const HandoffsAnnotation = "leaselock.io/handoffs-waited"
 
 const (
 	managedByValue = "leaselock"
@@ -71,6 +77,13 @@ type ResourceLocker struct {
 	// held remembers each Lease this locker acquired, so that a release
 	// deletes it without reading it first.
 	held map[holding]acquisition
+	// watches follow the Leases this locker's callers wait for.
+	watches map[string]*leaseWatch
+	// watcher is the client to watch with, when set by WithWatchClient;
+	// noWatch turns watching off.
+	watcher client.WithWatch
+	noWatch bool
+
 	// observed remembers when this locker first saw each Lease that another
 	// locker holds, in the version it saw, for the unchanged-for-a-duration
 	// rule.
@@ -114,6 +127,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 		registerer:    metrics.Registry,
 		held:          make(map[holding]acquisition),
 		observed:      make(map[string]observation),
+		watches:       make(map[string]*leaseWatch),
 	}
 	for _, opt := range opts {
 		if opt != nil {
@@ -225,87 +239,259 @@ type outcome struct {
 }
 
 func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, start time.Time, o *outcome) error {
-	deadline := start.Add(rl.retryTimeout)
+	a := &acquirer{rl: rl, name: name, lockerID: lockerID, deadline: start.Add(rl.retryTimeout), known: true}
+	// A watch this locker keeps open for name already knows the Lease.
+	if a.lw = rl.existingWatch(name); a.lw != nil {
+		a.adopt(a.lw.state())
+	}
+	defer func() {
+		if a.lw != nil {
+			a.lw.drop()
+		}
+	}()
 	backoff := rl.backoff()
-	var (
-		lease     *coordinationv1.Lease // as last read; nil when absent
-		known     = true                // lease reflects the last read; start by creating
-		uncertain bool                  // a write may have reached the server unseen
-	)
 	for {
 		var (
 			err   error
 			write bool
 		)
 		switch {
-		case !known:
-			lease, err = rl.get(ctx, name)
-			known = err == nil
+		case !a.known:
+			if a.awaitWatch(ctx) {
+				continue
+			}
+			a.lease, err = rl.get(ctx, name)
+			a.known, a.handoff = err == nil, false
 
-		case lease == nil:
+		case a.lease == nil:
+			if a.handoff {
+				// The Lease was deleted under our eyes, and other waiters
+				// saw it too: give the longest waiter a head start.
+				if err := a.herdDelay(ctx); err != nil {
+					return rl.giveUp(ctx, name, lockerID, a.uncertain, err)
+				}
+				if a.lease != nil {
+					continue // another waiter won
+				}
+			}
 			write = true
-			lease, err = rl.create(ctx, name, lockerID)
+			var lease *coordinationv1.Lease
+			lease, err = rl.create(ctx, name, lockerID, a.handoffs)
 			if err == nil {
+				a.acquired(lease)
 				return nil
 			}
 			if apierrors.IsAlreadyExists(err) {
-				known, err = false, nil
+				a.lost(true)
+				a.known, err = false, nil
 			}
+			a.handoff, a.delayed = false, false
 
 		default:
 			now := rl.clock.Now()
-			expired, until := rl.expired(lease, now)
-			if ptr.Deref(lease.Spec.HolderIdentity, "") != lockerID && !expired {
+			expired, until := rl.expired(a.lease, now)
+			if ptr.Deref(a.lease.Spec.HolderIdentity, "") != lockerID && !expired {
 				if o.firstHeld.IsZero() {
 					o.firstHeld = now
 				}
-				if !now.Before(deadline) {
+				if !now.Before(a.deadline) {
 					return &HeldError{
 						Namespace: rl.namespace, Name: name,
-						Holder: ptr.Deref(lease.Spec.HolderIdentity, ""),
+						Holder: ptr.Deref(a.lease.Spec.HolderIdentity, ""),
 						Until:  until, Waited: now.Sub(start),
 					}
 				}
-				if err := rl.sleep(ctx, rl.pollWait(now, until, deadline)); err != nil {
-					return rl.giveUp(ctx, name, lockerID, uncertain, err)
+				if err := a.wait(ctx, now, until); err != nil {
+					return rl.giveUp(ctx, name, lockerID, a.uncertain, err)
 				}
-				known = false
 				continue
 			}
 			write = true
-			previous := ptr.Deref(lease.Spec.HolderIdentity, "")
-			err = rl.claim(ctx, lease, lockerID)
+			previous := ptr.Deref(a.lease.Spec.HolderIdentity, "")
+			var lease *coordinationv1.Lease
+			lease, err = rl.claim(ctx, a.lease, lockerID)
 			if err == nil {
 				if previous != lockerID {
 					o.previousHolder = previous
 				}
+				a.acquired(lease)
 				return nil
 			}
 			switch {
 			case apierrors.IsConflict(err):
-				known, err = false, nil
+				a.known, err = false, nil
 			case apierrors.IsNotFound(err):
-				lease, err = nil, nil
+				a.lease, err = nil, nil
 			}
 		}
 		if err == nil {
 			continue
 		}
 		if ctx.Err() != nil {
-			return rl.giveUp(ctx, name, lockerID, uncertain || write, ctx.Err())
+			return rl.giveUp(ctx, name, lockerID, a.uncertain || write, ctx.Err())
 		}
 		if write && !rejected(err) {
-			uncertain = true
+			a.uncertain = true
 		}
 		err = fmt.Errorf("resourcelock: acquire lock %s/%s: %w", rl.namespace, name, err)
 		now := rl.clock.Now()
-		if !transient(err) || !now.Before(deadline) {
-			return rl.giveUp(ctx, name, lockerID, uncertain, err)
+		if !transient(err) || !now.Before(a.deadline) {
+			return rl.giveUp(ctx, name, lockerID, a.uncertain, err)
 		}
-		known = false
-		if err := rl.sleep(ctx, min(backoff.Step(), deadline.Sub(now))); err != nil {
-			return rl.giveUp(ctx, name, lockerID, uncertain, err)
+		a.known = false
+		if err := rl.sleep(ctx, min(backoff.Step(), a.deadline.Sub(now))); err != nil {
+			return rl.giveUp(ctx, name, lockerID, a.uncertain, err)
 		}
+	}
+}
+
+// acquirer is the state of one AcquireLock call.
+type acquirer struct {
+	rl             *ResourceLocker
+	name, lockerID string
+	deadline       time.Time
+
+	lease     *coordinationv1.Lease // as last seen; nil when absent
+	known     bool                  // lease reflects the server; start by creating
+	uncertain bool                  // a write may have reached the server unseen
+
+	lw  *leaseWatch // the watch of the Lease, once waiting needed one
+	seq uint64      // the watch's seq when lease was taken from it
+	// handoff is set when the watch showed the Lease deleted: other waiters
+	// saw it too, so creating it waits a random head start.
+	handoff bool
+	// delayed is set when the Create in flight followed such a wait.
+	delayed bool
+	// handoffs counts the handoffs that another waiter won.
+	handoffs int
+}
+
+// adopt takes the Lease as the watch shows it, if the watch is healthy.
+func (a *acquirer) adopt(s watchState) bool {
+	if !s.healthy {
+		return false
+	}
+	a.lease, a.seq, a.known = s.lease, s.seq, true
+	a.handoff = s.lease == nil
+	return true
+}
+
+// acquired records the Lease this call wrote for the other waiters of the
+// locker, and tunes the handoff delay.
+func (a *acquirer) acquired(lease *coordinationv1.Lease) {
+	if a.lw == nil {
+		return
+	}
+	if a.delayed {
+		a.lw.won()
+	}
+	a.lw.set(lease)
+}
+
+// lost counts a handoff another waiter won; collided reports that this
+// call's Create lost the race.
+func (a *acquirer) lost(collided bool) {
+	if a.lw == nil || !a.delayed && !a.handoff {
+		return
+	}
+	a.handoffs++
+	if collided {
+		a.lw.collided()
+	}
+}
+
+// awaitWatch waits, when a healthy watch follows the Lease, for the watch to
+// show what a read would: after a lost race the winner's Lease is on its way.
+// It reports false when the caller should read the Lease instead.
+func (a *acquirer) awaitWatch(ctx context.Context) bool {
+	if a.lw == nil {
+		return false
+	}
+	s := a.lw.state()
+	if !s.healthy {
+		return false
+	}
+	if s.seq != a.seq {
+		return a.adopt(s)
+	}
+	t := time.NewTimer(a.rl.retryInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return false
+	case <-s.changed:
+		return a.adopt(a.lw.state())
+	}
+}
+
+// herdDelay waits a random head start, shorter the more handoffs this call
+// lost, unless the watch shows another waiter's Lease first.
+func (a *acquirer) herdDelay(ctx context.Context) error {
+	a.delayed = true
+	t := time.NewTimer(a.lw.herdDelay(a.handoffs))
+	defer t.Stop()
+	for {
+		s := a.lw.state()
+		if s.seq != a.seq && s.lease != nil && a.adopt(s) {
+			a.lost(false)
+			a.delayed = false
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		case <-s.changed:
+		}
+	}
+}
+
+// wait waits for the held Lease to change: on its watch when the client can
+// watch, polling at the retry interval otherwise. Either way it wakes when
+// the Lease would expire and at the deadline.
+func (a *acquirer) wait(ctx context.Context, now, until time.Time) error {
+	rl := a.rl
+	if a.lw == nil {
+		a.lw = rl.openWatch(ctx, a.lease)
+		if a.lw != nil {
+			a.seq = a.lw.state().seq
+		}
+	}
+	var s watchState
+	if a.lw != nil {
+		s = a.lw.state()
+	}
+	if !s.healthy {
+		// Poll.
+		if err := rl.sleep(ctx, rl.pollWait(now, until, a.deadline)); err != nil {
+			return err
+		}
+		a.known = false
+		return nil
+	}
+	if s.seq != a.seq {
+		a.adopt(s)
+		return nil
+	}
+	d := a.deadline.Sub(now)
+	if !until.IsZero() {
+		d = min(d, until.Sub(now)+time.Millisecond)
+	}
+	t := rl.clock.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C():
+		return nil // judge the same Lease again: it expired, or time is up
+	case <-s.changed:
+		if !a.adopt(a.lw.state()) {
+			a.known = false // the watch ended: read, then poll
+		}
+		return nil
 	}
 }
 
@@ -360,6 +546,7 @@ func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) er
 			err = rl.delete(ctx, name, v)
 			switch {
 			case err == nil:
+				rl.deleted(name)
 				if !a.at.IsZero() {
 					rl.metrics.Hold(name, rl.clock.Since(a.at))
 				}
@@ -417,13 +604,17 @@ func (rl *ResourceLocker) get(ctx context.Context, name string) (*coordinationv1
 	return lease, nil
 }
 
-func (rl *ResourceLocker) create(ctx context.Context, name, lockerID string) (*coordinationv1.Lease, error) {
+// create creates the Lease held by lockerID. handoffs is how many handoffs
+// to other waiters the caller waited through, recorded for the next waiters
+// (see herdDelay).
+func (rl *ResourceLocker) create(ctx context.Context, name, lockerID string, handoffs int) (*coordinationv1.Lease, error) {
 	now := metav1.NewMicroTime(rl.clock.Now())
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      name,
-			Namespace: rl.namespace,
-			Labels:    map[string]string{ManagedByLabel: managedByValue},
+			Name:        name,
+			Namespace:   rl.namespace,
+			Labels:      map[string]string{ManagedByLabel: managedByValue},
+			Annotations: map[string]string{HandoffsAnnotation: strconv.Itoa(handoffs)},
 		},
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity:       ptr.To(lockerID),
@@ -442,7 +633,7 @@ func (rl *ResourceLocker) create(ctx context.Context, name, lockerID string) (*c
 
 // claim updates lease, as read, to be held by lockerID: a renewal when it
 // holds it already, a takeover otherwise.
-func (rl *ResourceLocker) claim(ctx context.Context, lease *coordinationv1.Lease, lockerID string) error {
+func (rl *ResourceLocker) claim(ctx context.Context, lease *coordinationv1.Lease, lockerID string) (*coordinationv1.Lease, error) {
 	lease = lease.DeepCopy()
 	now := metav1.NewMicroTime(rl.clock.Now())
 	spec := &lease.Spec
@@ -455,10 +646,10 @@ func (rl *ResourceLocker) claim(ctx context.Context, lease *coordinationv1.Lease
 	spec.LeaseDurationSeconds = ptr.To(int32(rl.leaseDuration / time.Second))
 	if err := rl.client.Update(ctx, lease); err != nil {
 		rl.metrics.APIError(lease.Name, err)
-		return err
+		return nil, err
 	}
 	rl.acquired(lease.Name, lockerID, lease, now.Time)
-	return nil
+	return lease, nil
 }
 
 func (rl *ResourceLocker) delete(ctx context.Context, name string, v version) error {

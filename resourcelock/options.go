@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Defaults, tuned for short-lived locks that protect a single API call.
@@ -79,6 +80,26 @@ func WithClock(c clock.Clock) Option {
 // maxLeaseDuration is the longest duration Lease.spec.leaseDurationSeconds,
 // an int32, can hold.
 const maxLeaseDuration = math.MaxInt32 * time.Second
+
+// WithWatchClient sets the client that waiters watch the Lease with. By
+// default a locker watches with its own client when that client can
+// (client.WithWatch, as client.NewWithWatch builds; a manager's
+// GetClient() cannot). A waiter that watches wakes as soon as the Lease is
+// deleted or changes, and sends no request while it waits; without a watch
+// it polls at the retry interval. A nil client is ignored.
+func WithWatchClient(w client.WithWatch) Option {
+	return func(rl *ResourceLocker) {
+		if w != nil {
+			rl.watcher = w
+		}
+	}
+}
+
+// WithoutWatch makes waiters poll at the retry interval even when the
+// client can watch.
+func WithoutWatch() Option {
+	return func(rl *ResourceLocker) { rl.noWatch = true }
+}
 
 // WithMetrics sets the Prometheus registerer of the locker's metrics (see
 // the package doc). Default: controller-runtime's metrics.Registry, which a

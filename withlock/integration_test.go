@@ -42,7 +42,7 @@ func readModifyWrite(ctx context.Context, c client.Client, key client.ObjectKey)
 // countConcurrently runs workers goroutines, each with a client of its own,
 // each doing increments calls of inc on one new ConfigMap, and returns the
 // final count.
-func countConcurrently(t *testing.T, inc incrementFunc) int {
+func countConcurrently(t *testing.T, inc incrementFunc, opts ...resourcelock.Option) int {
 	t.Helper()
 	admin := testenv.Client(t)
 	ns := testenv.Namespace(t, admin)
@@ -59,7 +59,7 @@ func countConcurrently(t *testing.T, inc incrementFunc) int {
 	var wg sync.WaitGroup
 	for w := range workers {
 		c := testenv.Client(t)
-		rl := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(2*time.Minute))
+		rl := resourcelock.NewResourceLocker(c, ns, append([]resourcelock.Option{resourcelock.WithRetryTimeout(2 * time.Minute)}, opts...)...)
 		wg.Go(func() {
 			for i := range increments {
 				if err := inc(ctx, c, rl, key); err != nil {
@@ -80,14 +80,28 @@ func countConcurrently(t *testing.T, inc incrementFunc) int {
 	return n
 }
 
+// modes are the two ways a waiter waits: on a watch of the Lease (the
+// default for a client that can watch), and polling.
+var modes = []struct {
+	name string
+	opts []resourcelock.Option
+}{
+	{"watch", nil},
+	{"poll", []resourcelock.Option{resourcelock.WithoutWatch()}},
+}
+
 func TestServerDoSerialisesIncrements(t *testing.T) {
-	got := countConcurrently(t, func(ctx context.Context, c client.Client, rl *resourcelock.ResourceLocker, key client.ObjectKey) error {
-		return withlock.Do(ctx, rl, "counter", func(ctx context.Context) error {
-			return readModifyWrite(ctx, c, key)
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			got := countConcurrently(t, func(ctx context.Context, c client.Client, rl *resourcelock.ResourceLocker, key client.ObjectKey) error {
+				return withlock.Do(ctx, rl, "counter", func(ctx context.Context) error {
+					return readModifyWrite(ctx, c, key)
+				})
+			}, mode.opts...)
+			if want := workers * increments; got != want {
+				t.Fatalf("count after %d workers x %d increments through Do: got %d, want %d", workers, increments, got, want)
+			}
 		})
-	})
-	if want := workers * increments; got != want {
-		t.Fatalf("count after %d workers x %d increments through Do: got %d, want %d", workers, increments, got, want)
 	}
 }
 

@@ -17,7 +17,9 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/go-logr/logr"
 	"go.uber.org/goleak"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -26,8 +28,10 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leaselock/leaselock/internal/localapi"
+	"github.com/leaselock/leaselock/resourcelock"
 )
 
 // InCI reports whether the tests run in CI, where a missing binary is a
@@ -48,6 +52,9 @@ type mainRunner struct{ m *testing.M }
 func Main(m *testing.M) goleak.TestingM { return mainRunner{m} }
 
 func (r mainRunner) Run() int {
+	// Quiet, and no warning that no logger was set: the library logs
+	// through log.FromContext.
+	logf.SetLogger(logr.Discard())
 	srv, err := localapi.Start()
 	if err != nil {
 		if InCI() {
@@ -55,16 +62,24 @@ func (r mainRunner) Run() int {
 			return 1
 		}
 		startErr = err
-		return r.m.Run()
+		code := r.m.Run()
+		settle()
+		return code
 	}
 	server, config = srv, srv.Config
 	code := r.m.Run()
+	settle()
 	if err := server.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
 		return 1
 	}
 	return code
 }
+
+// settle waits out the watches that lockers keep open for
+// resourcelock.WatchLinger after their last waiter left: they close on their
+// own, and goleak should find any goroutine that does not.
+func settle() { time.Sleep(resourcelock.WatchLinger + 500*time.Millisecond) }
 
 // Config returns the config of the package's control plane, started by Main.
 // It skips t, with one line saying how to get the binaries, when they are

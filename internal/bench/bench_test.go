@@ -1,0 +1,329 @@
+// Package bench measures leaselock against the local API server, each figure
+// beside a baseline measured in the same run: `make bench` runs it and
+// prints one table at the end.
+package bench_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	lerl "k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/leaselock/leaselock/internal/testenv"
+	"github.com/leaselock/leaselock/resourcelock"
+	"github.com/leaselock/leaselock/withlock"
+)
+
+func TestMain(m *testing.M) {
+	klog.SetLogger(logr.Discard()) // leaderelection logs every attempt
+	goleak.VerifyTestMain(tableAfter{testenv.Main(m)}, testenv.IgnoredGoroutines()...)
+}
+
+// runFor is how long each contended scenario runs:
+// $LEASELOCK_BENCH_SECONDS, 4s by default.
+func runFor() time.Duration {
+	if s, err := strconv.ParseFloat(os.Getenv("LEASELOCK_BENCH_SECONDS"), 64); err == nil && s > 0 {
+		return time.Duration(s * float64(time.Second))
+	}
+	return 4 * time.Second
+}
+
+// BenchmarkUncontended is one AcquireLock+ReleaseLock against its floor, a
+// raw Lease Create+Delete pair.
+func BenchmarkUncontended(b *testing.B) {
+	b.Run("leaselock", func(b *testing.B) {
+		var reqs testenv.Requests
+		c := testenv.CountedClient(b, &reqs)
+		ns := testenv.Namespace(b, c)
+		rl := resourcelock.NewResourceLocker(c, ns, resourcelock.WithMetrics(nil))
+		ctx := context.Background()
+		b.ReportAllocs()
+		reqs.Reset()
+		for b.Loop() {
+			if err := rl.AcquireLock(ctx, "uncontended", "me"); err != nil {
+				b.Fatal(err)
+			}
+			if err := rl.ReleaseLock(ctx, "uncontended", "me"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		perCycle := float64(reqs.Count("", "leases")) / float64(b.N)
+		b.ReportMetric(perCycle, "requests/op")
+		record(b, "uncontended", "leaselock", map[string]float64{"ns/op": nsPerOp(b), "requests/op": perCycle})
+	})
+	b.Run("raw-create-delete", func(b *testing.B) {
+		var reqs testenv.Requests
+		c := testenv.CountedClient(b, &reqs)
+		ns := testenv.Namespace(b, c)
+		ctx := context.Background()
+		b.ReportAllocs()
+		reqs.Reset()
+		for b.Loop() {
+			lease := &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: "raw", Namespace: ns},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("me"), LeaseDurationSeconds: ptr.To(int32(15))},
+			}
+			if err := c.Create(ctx, lease); err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Delete(ctx, lease); err != nil {
+				b.Fatal(err)
+			}
+		}
+		perCycle := float64(reqs.Count("", "leases")) / float64(b.N)
+		b.ReportMetric(perCycle, "requests/op")
+		record(b, "uncontended", "raw-create-delete", map[string]float64{"ns/op": nsPerOp(b), "requests/op": perCycle})
+	})
+}
+
+func nsPerOp(b *testing.B) float64 { return float64(b.Elapsed().Nanoseconds()) / float64(b.N) }
+
+// A lockFunc runs fn under the lock name for worker w.
+type lockFunc func(ctx context.Context, w *worker, name string, fn func(ctx context.Context) error) error
+
+// worker is one replica: a client with a connection of its own.
+type worker struct {
+	c  client.WithWatch
+	rl *resourcelock.ResourceLocker
+	cs kubernetes.Interface
+}
+
+var locks = map[string]func(b *testing.B, ns string, reqs *testenv.Requests) (lockFunc, func() *worker){
+	// leaselock as shipped: watching, default options but a retry timeout
+	// long enough for the queue.
+	"leaselock": func(b *testing.B, ns string, reqs *testenv.Requests) (lockFunc, func() *worker) {
+		return doLock, func() *worker {
+			c := testenv.CountedClient(b, reqs)
+			return &worker{c: c, rl: resourcelock.NewResourceLocker(c, ns,
+				resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil))}
+		}
+	},
+	// The seed's behaviour: no watch, a waiter polls every 500ms.
+	"leaselock-poll-500ms": func(b *testing.B, ns string, reqs *testenv.Requests) (lockFunc, func() *worker) {
+		return doLock, func() *worker {
+			c := testenv.CountedClient(b, reqs)
+			return &worker{c: c, rl: resourcelock.NewResourceLocker(c, ns, resourcelock.WithoutWatch(),
+				resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil))}
+		}
+	},
+	// client-go's leaderelection used as a lock, the way people do: a
+	// LeaderElector per critical section, ReleaseOnCancel, and
+	// controller-runtime's default timings.
+	"client-go-leaderelection": func(b *testing.B, ns string, reqs *testenv.Requests) (lockFunc, func() *worker) {
+		return electLock(ns), func() *worker {
+			c := testenv.CountedClient(b, reqs)
+			return &worker{c: c, cs: kubernetes.NewForConfigOrDie(testenv.CountedConfig(b, reqs))}
+		}
+	},
+}
+
+func doLock(ctx context.Context, w *worker, name string, fn func(ctx context.Context) error) error {
+	return withlock.Do(ctx, w.rl, name, fn)
+}
+
+func electLock(ns string) lockFunc {
+	return func(ctx context.Context, w *worker, name string, fn func(ctx context.Context) error) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var fnErr error
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock: &lerl.LeaseLock{
+				LeaseMeta:  metav1.ObjectMeta{Name: name, Namespace: ns},
+				Client:     w.cs.CoordinationV1(),
+				LockConfig: lerl.ResourceLockConfig{Identity: uuid.NewString()},
+			},
+			LeaseDuration:   15 * time.Second,
+			RenewDeadline:   10 * time.Second,
+			RetryPeriod:     2 * time.Second,
+			ReleaseOnCancel: true,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					fnErr = fn(ctx)
+					cancel()
+				},
+				OnStoppedLeading: func() {},
+			},
+		})
+		if err != nil {
+			return err
+		}
+		le.Run(ctx)
+		return fnErr
+	}
+}
+
+// section is one critical section as a worker saw it.
+type section struct {
+	asked, acquired, released time.Time
+}
+
+// contend runs workers workers, each with a client of its own, for d: each
+// takes the lock (one shared name, or one per worker when distinct) and
+// increments a ConfigMap counter with a Get and an Update, again and again.
+func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct bool, d time.Duration) {
+	var reqs testenv.Requests
+	admin := testenv.Client(b)
+	ns := testenv.Namespace(b, admin)
+	lock, newWorker := locks[lockKind](b, ns, &reqs)
+	ctx := context.Background()
+
+	names := make([]string, workers)
+	for i := range names {
+		names[i] = "shared"
+		if distinct {
+			names[i] = "lock-" + strconv.Itoa(i)
+		}
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: names[i], Namespace: ns}, Data: map[string]string{"count": "0"}}
+		if err := admin.Create(ctx, cm); err != nil && !distinct && i > 0 {
+			continue
+		} else if err != nil && (distinct || i == 0) {
+			b.Fatal(err)
+		}
+	}
+	ws := make([]*worker, workers)
+	for i := range ws {
+		ws[i] = newWorker()
+	}
+	reqs.Reset()
+
+	var mu sync.Mutex
+	byLock := map[string][]section{}
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i, w := range ws {
+		name := names[i]
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				s := section{asked: time.Now()}
+				err := lock(ctx, w, name, func(ctx context.Context) error {
+					s.acquired = time.Now()
+					return increment(ctx, w.c, client.ObjectKey{Namespace: ns, Name: name})
+				})
+				s.released = time.Now()
+				if err != nil {
+					b.Errorf("worker %d: %v", i, err)
+					return
+				}
+				mu.Lock()
+				byLock[name] = append(byLock[name], s)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	var waits, handoffs []time.Duration
+	n := 0
+	for _, ss := range byLock {
+		n += len(ss)
+		slices.SortFunc(ss, func(a, b section) int { return a.acquired.Compare(b.acquired) })
+		for i, s := range ss {
+			waits = append(waits, s.acquired.Sub(s.asked))
+			if i > 0 {
+				handoffs = append(handoffs, s.acquired.Sub(ss[i-1].released))
+			}
+		}
+	}
+	// Leases left by leaderelection (it releases by clearing the holder,
+	// not by deleting) are not ours to check.
+	if lockKind == "client-go-leaderelection" {
+		if err := admin.DeleteAllOf(ctx, &coordinationv1.Lease{}, client.InNamespace(ns)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m := map[string]float64{
+		"increments/s":   float64(n) / elapsed.Seconds(),
+		"wait-p99-ms":    ms(percentile(waits, 99)),
+		"requests/acq":   float64(reqs.Count("", "leases")) / float64(max(n, 1)),
+		"handoff-p50-ms": ms(percentile(handoffs, 50)),
+		"handoff-p99-ms": ms(percentile(handoffs, 99)),
+	}
+	if distinct {
+		delete(m, "handoff-p50-ms")
+		delete(m, "handoff-p99-ms")
+	}
+	for unit, v := range m {
+		b.ReportMetric(v, unit)
+	}
+	if os.Getenv("LEASELOCK_BENCH_VERBS") != "" {
+		for _, verb := range []string{"create", "get", "update", "delete", "watch", "list"} {
+			b.Logf("%s: %s leases %d", lockKind, verb, reqs.Count(verb, "leases"))
+		}
+	}
+	record(b, scenario, row, m)
+}
+
+func increment(ctx context.Context, c client.Client, key client.ObjectKey) error {
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, key, &cm); err != nil {
+		return err
+	}
+	n, _ := strconv.Atoi(cm.Data["count"])
+	cm.Data["count"] = strconv.Itoa(n + 1)
+	return c.Update(ctx, &cm)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[max((p*len(s)+99)/100, 1)-1]
+}
+
+// BenchmarkContended8 is 8 workers on one lock, leaselock against its
+// baselines: polling every 500ms, client-go leaderelection as a lock, and
+// the serial floor (one worker, no contention).
+func BenchmarkContended8(b *testing.B) {
+	for _, kind := range []string{"leaselock", "leaselock-poll-500ms", "client-go-leaderelection"} {
+		b.Run(kind, func(b *testing.B) {
+			for b.Loop() {
+				contend(b, "8 workers, one lock", kind, kind, 8, false, runFor())
+			}
+		})
+	}
+	b.Run("serial-floor", func(b *testing.B) {
+		for b.Loop() {
+			contend(b, "8 workers, one lock", "serial floor (1 worker)", "leaselock", 1, false, runFor())
+		}
+	})
+}
+
+// BenchmarkScale is the cost curve: 1, 2, 8 and 32 contenders on one lock,
+// and 32 workers on 32 locks of their own.
+func BenchmarkScale(b *testing.B) {
+	for _, n := range []int{1, 2, 8, 32} {
+		b.Run(fmt.Sprintf("contenders-%d", n), func(b *testing.B) {
+			for b.Loop() {
+				contend(b, "scale", fmt.Sprintf("%d contenders, one lock", n), "leaselock", n, false, runFor())
+			}
+		})
+	}
+	b.Run("distinct-32", func(b *testing.B) {
+		for b.Loop() {
+			contend(b, "scale", "32 workers, 32 locks", "leaselock", 32, true, runFor())
+		}
+	})
+}

@@ -1,0 +1,139 @@
+package bench_test
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// results holds every figure recorded in this run: scenario, then row, then
+// one map of metrics per run (-count).
+var (
+	resultsMu sync.Mutex
+	results   = map[string]map[string][]map[string]float64{}
+	scenarios []string
+	rows      = map[string][]string{}
+)
+
+func record(b *testing.B, scenario, row string, m map[string]float64) {
+	b.Helper()
+	resultsMu.Lock()
+	defer resultsMu.Unlock()
+	if results[scenario] == nil {
+		results[scenario] = map[string][]map[string]float64{}
+		scenarios = append(scenarios, scenario)
+	}
+	if results[scenario][row] == nil {
+		rows[scenario] = append(rows[scenario], row)
+	}
+	results[scenario][row] = append(results[scenario][row], m)
+}
+
+// comparisons name, per scenario, the row every other is compared with and
+// on which metric.
+var comparisons = map[string]struct {
+	ref, metric string
+	// higherIsBetter: the ratio printed is how many times better the
+	// reference is than the row (increments/s); otherwise it is row over
+	// reference (ns/op).
+	higherIsBetter bool
+}{
+	"uncontended":         {"raw-create-delete", "ns/op", false},
+	"8 workers, one lock": {"leaselock", "increments/s", true},
+}
+
+var columns = []string{"ns/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "wait-p99-ms", "requests/acq"}
+
+// tableAfter runs the benchmarks, then prints the table of medians.
+type tableAfter struct{ m goleak.TestingM }
+
+func (t tableAfter) Run() int {
+	code := t.m.Run()
+	if len(scenarios) > 0 {
+		fmt.Fprint(os.Stdout, table())
+	}
+	return code
+}
+
+func median(ms []map[string]float64, metric string) (float64, bool) {
+	var vs []float64
+	for _, m := range ms {
+		if v, ok := m[metric]; ok {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return 0, false
+	}
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2], true
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2, true
+}
+
+func table() string {
+	var sb strings.Builder
+	for _, sc := range scenarios {
+		cmp, hasRef := comparisons[sc]
+		var cols []string
+		for _, c := range columns {
+			for _, row := range rows[sc] {
+				if _, ok := median(results[sc][row], c); ok {
+					cols = append(cols, c)
+					break
+				}
+			}
+		}
+		runs := len(results[sc][rows[sc][0]])
+		fmt.Fprintf(&sb, "\n### %s (median of %d runs)\n\n| |%s|", sc, runs, strings.Join(cols, "|"))
+		if hasRef {
+			fmt.Fprintf(&sb, "vs %s|", cmp.ref)
+		}
+		sb.WriteString("\n|---|" + strings.Repeat("---:|", len(cols)))
+		if hasRef {
+			sb.WriteString("---:|")
+		}
+		sb.WriteString("\n")
+		for _, row := range rows[sc] {
+			fmt.Fprintf(&sb, "|%s|", row)
+			for _, c := range cols {
+				if v, ok := median(results[sc][row], c); ok {
+					fmt.Fprintf(&sb, "%s|", format(v))
+				} else {
+					sb.WriteString("|")
+				}
+			}
+			if hasRef {
+				v, ok1 := median(results[sc][row], cmp.metric)
+				ref, ok2 := median(results[sc][cmp.ref], cmp.metric)
+				switch {
+				case !ok1 || !ok2 || v == 0 || ref == 0:
+					sb.WriteString("|")
+				case cmp.higherIsBetter:
+					fmt.Fprintf(&sb, "%.2fx|", ref/v)
+				default:
+					fmt.Fprintf(&sb, "%.2fx|", v/ref)
+				}
+			}
+			sb.WriteString("\n")
+		}
+	}
+	return sb.String()
+}
+
+func format(v float64) string {
+	switch {
+	case v >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}

@@ -1,0 +1,117 @@
+package testenv
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Requests counts the requests clients send, by verb and resource, on the
+// client side: what a lock costs the API server, measured, not estimated.
+type Requests struct {
+	mu     sync.Mutex
+	counts map[[2]string]int
+}
+
+// Count returns the requests of verb (get, list, watch, create, update,
+// patch, delete) on resource (leases, configmaps); "" matches any.
+func (r *Requests) Count(verb, resource string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for k, c := range r.counts {
+		if (verb == "" || k[0] == verb) && (resource == "" || k[1] == resource) {
+			n += c
+		}
+	}
+	return n
+}
+
+// Reset sets every count to zero.
+func (r *Requests) Reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.counts)
+}
+
+func (r *Requests) add(req *http.Request) {
+	verb := map[string]string{
+		http.MethodPost: "create", http.MethodPut: "update", http.MethodPatch: "patch", http.MethodDelete: "delete",
+	}[req.Method]
+	if req.Method == http.MethodGet {
+		verb = "get"
+		if req.URL.Query().Get("watch") == "true" {
+			verb = "watch"
+		} else if isCollection(req.URL.Path) {
+			verb = "list"
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.counts == nil {
+		r.counts = map[[2]string]int{}
+	}
+	r.counts[[2]string{verb, resourceName(req.URL.Path)}]++
+}
+
+// resourceName returns the resource of an API path such as
+// /apis/coordination.k8s.io/v1/namespaces/ns/leases/name.
+func resourceName(path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	for i, p := range parts {
+		if p == "namespaces" && i+2 < len(parts) {
+			return parts[i+2]
+		}
+	}
+	return parts[len(parts)-1]
+}
+
+// isCollection reports whether a namespaced path names a collection, not
+// an object.
+func isCollection(path string) bool {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	for i, p := range parts {
+		if p == "namespaces" && i+2 < len(parts) {
+			return i+3 == len(parts)
+		}
+	}
+	return false
+}
+
+type countingTransport struct {
+	next http.RoundTripper
+	r    *Requests
+}
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.r.add(req)
+	return t.next.RoundTrip(req)
+}
+
+// CountedConfig returns a config of the package's control plane (see
+// Config) whose client has a connection of its own, as a separate replica
+// would, and whose requests r counts.
+func CountedConfig(t testing.TB, r *Requests) *rest.Config {
+	t.Helper()
+	cfg := Config(t)
+	// A Dial function of its own keeps client-go from sharing a cached
+	// transport, and so a connection, with other clients.
+	cfg.Dial = (&net.Dialer{}).DialContext
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt, r} })
+	return cfg
+}
+
+// CountedClient returns a client built from CountedConfig.
+func CountedClient(t testing.TB, r *Requests) client.WithWatch {
+	t.Helper()
+	c, err := client.NewWithWatch(CountedConfig(t, r), client.Options{})
+	if err != nil {
+		t.Fatalf("testenv: new client: %v", err)
+	}
+	return c
+}

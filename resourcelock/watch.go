@@ -1,0 +1,279 @@
+package resourcelock
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// WatchLinger is how long a locker keeps the watch of a Lease open after
+// its last waiter left, so that a replica that takes the same lock again and
+// again does not open a watch for every acquisition. It is real time, not
+// the locker's clock: it bounds a connection's life, it judges no lease.
+const WatchLinger = time.Second
+
+const (
+
+	// minGap and maxGap bound the gap between the head starts of waiters
+	// that have waited a different number of handoffs; see herdDelay.
+	minGap   = time.Millisecond
+	firstGap = 2 * time.Millisecond
+	maxGap   = 10 * time.Millisecond
+)
+
+// leaseWatch follows one Lease through a watch, for every waiter of one
+// locker: they wake when it changes instead of polling it.
+type leaseWatch struct {
+	rl     *ResourceLocker
+	name   string
+	w      watch.Interface
+	cancel context.CancelFunc
+
+	mu sync.Mutex
+	// lease is the Lease as last seen, nil once it was deleted.
+	lease *coordinationv1.Lease
+	// seq counts the changes of lease, so a waiter can tell whether the
+	// watch has seen something since it last looked.
+	seq uint64
+	// healthy is false once the watch ended; waiters then poll.
+	healthy bool
+	// changed is closed, and replaced, whenever lease changes or the watch
+	// ends.
+	changed chan struct{}
+	// refs counts the AcquireLock calls using the watch; at zero it lingers.
+	refs   int
+	linger *time.Timer
+	// gap and rounds tune herdDelay; rounds is read from the Leases seen.
+	gap    time.Duration
+	rounds int
+}
+
+// watchable returns the client to watch Leases with, or nil.
+func (rl *ResourceLocker) watchable() client.WithWatch {
+	if rl.noWatch {
+		return nil
+	}
+	if rl.watcher != nil {
+		return rl.watcher
+	}
+	w, _ := rl.client.(client.WithWatch)
+	return w
+}
+
+// existingWatch returns the healthy watch of name, with a reference the
+// caller must drop, or nil.
+func (rl *ResourceLocker) existingWatch(name string) *leaseWatch {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	lw := rl.watches[name]
+	if lw == nil {
+		return nil
+	}
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if !lw.healthy {
+		return nil
+	}
+	lw.hold()
+	return lw
+}
+
+// openWatch starts watching lease, from the version in which it was read so
+// that no change after that read is missed, and returns the watch with a
+// reference the caller must drop. It returns nil when the client cannot
+// watch or the watch fails to start: the caller polls.
+func (rl *ResourceLocker) openWatch(ctx context.Context, lease *coordinationv1.Lease) *leaseWatch {
+	wc := rl.watchable()
+	if wc == nil {
+		return nil
+	}
+	if lw := rl.existingWatch(lease.Name); lw != nil {
+		return lw
+	}
+	// The watch outlives the call that opens it, so it must not end with
+	// that call's ctx.
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w, err := wc.Watch(wctx, &coordinationv1.LeaseList{}, &client.ListOptions{
+		Namespace:     rl.namespace,
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", lease.Name),
+		Raw:           &metav1.ListOptions{ResourceVersion: lease.ResourceVersion, AllowWatchBookmarks: true},
+	})
+	if err != nil {
+		cancel()
+		rl.metrics.APIError(lease.Name, err)
+		return nil
+	}
+	lw := &leaseWatch{
+		rl: rl, name: lease.Name, w: w, cancel: cancel,
+		lease: lease, healthy: true, changed: make(chan struct{}),
+		refs: 1, gap: firstGap,
+	}
+	rl.mu.Lock()
+	if old := rl.watches[lease.Name]; old != nil {
+		// Another call opened one meanwhile; keep theirs.
+		rl.mu.Unlock()
+		w.Stop()
+		cancel()
+		if lw := rl.existingWatch(lease.Name); lw != nil {
+			return lw
+		}
+		return nil
+	}
+	rl.watches[lease.Name] = lw
+	rl.mu.Unlock()
+	go lw.pump(w)
+	return lw
+}
+
+// deleted tells the watch of name, if any, that this locker deleted the
+// Lease, before the watch shows it: the locker's next acquire of name need
+// not wait for the event.
+func (rl *ResourceLocker) deleted(name string) {
+	rl.mu.Lock()
+	lw := rl.watches[name]
+	rl.mu.Unlock()
+	if lw != nil {
+		lw.set(nil)
+	}
+}
+
+// pump applies the watch's events until it ends.
+func (lw *leaseWatch) pump(w watch.Interface) {
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		lease, ok := ev.Object.(*coordinationv1.Lease)
+		switch {
+		case ev.Type == watch.Error:
+			lw.end()
+			return
+		case !ok || lease.Name != lw.name || ev.Type == watch.Bookmark:
+			// Not ours (a client that ignores the field selector), or
+			// progress only.
+		case ev.Type == watch.Deleted:
+			lw.set(nil)
+		default:
+			lw.set(lease)
+		}
+	}
+	lw.end()
+}
+
+// end marks the watch dead and forgets it, so the next waiter opens another.
+func (lw *leaseWatch) end() {
+	lw.rl.mu.Lock()
+	if lw.rl.watches[lw.name] == lw {
+		delete(lw.rl.watches, lw.name)
+	}
+	lw.rl.mu.Unlock()
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.healthy {
+		lw.healthy = false
+		close(lw.changed)
+		lw.changed = make(chan struct{})
+	}
+	lw.w.Stop()
+	lw.cancel()
+}
+
+// set records the Lease as now known (nil: deleted) and wakes the waiters.
+func (lw *leaseWatch) set(lease *coordinationv1.Lease) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.lease = lease
+	lw.seq++
+	if lease != nil {
+		if n, err := strconv.Atoi(lease.Annotations[HandoffsAnnotation]); err == nil {
+			lw.rounds = n
+		}
+	}
+	close(lw.changed)
+	lw.changed = make(chan struct{})
+}
+
+// watchState is what a leaseWatch knows at one moment.
+type watchState struct {
+	lease   *coordinationv1.Lease
+	seq     uint64
+	healthy bool
+	changed <-chan struct{}
+}
+
+// state returns what the watch knows now, with a channel closed at the next
+// change.
+func (lw *leaseWatch) state() watchState {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return watchState{lw.lease, lw.seq, lw.healthy, lw.changed}
+}
+
+// hold adds a reference; lw.mu must be held.
+func (lw *leaseWatch) hold() {
+	lw.refs++
+	if lw.linger != nil {
+		lw.linger.Stop()
+		lw.linger = nil
+	}
+}
+
+// drop removes the caller's reference; the last one starts the linger,
+// after which the watch closes.
+func (lw *leaseWatch) drop() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.refs--
+	if lw.refs > 0 || !lw.healthy {
+		return
+	}
+	lw.linger = time.AfterFunc(WatchLinger, func() {
+		lw.mu.Lock()
+		idle := lw.refs == 0
+		lw.mu.Unlock()
+		if idle {
+			lw.end()
+		}
+	})
+}
+
+// herdDelay returns how long (in real time: it paces requests, it judges no
+// lease) a waiter that has seen lost handoffs go to others waits before it
+// creates a Lease it saw deleted.
+//
+// Every waiter saw the deletion at about the same moment. The first whose
+// delay ends creates the Lease; the others see it arrive on the watch during
+// their own delay and go on waiting, instead of sending a Create that would
+// fail. The longest waiter should go first: the delay is one gap for every
+// handoff fewer than rounds that the waiter has seen, plus a random half gap
+// to break ties. rounds is the number of handoffs this locker's last winning
+// acquisition waited, which in a steady queue is the number of other waiters,
+// so the head of the queue goes at once and each waiter behind it a gap
+// later. Every winner records its count on the Lease it creates
+// (HandoffsAnnotation), so all waiters share the same rounds. The gap grows when a Create collides (two waiters went together) and
+// shrinks when one wins cleanly, to fit how fast the watch shows a new Lease.
+func (lw *leaseWatch) herdDelay(lost int) time.Duration {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return time.Duration(max(lw.rounds-lost, 0))*lw.gap + time.Duration(rand.Int64N(int64(lw.gap/2)+1))
+}
+
+// collided widens the gap after this locker's delayed Create lost a race.
+func (lw *leaseWatch) collided() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.gap = min(lw.gap*3/2, maxGap)
+}
+
+// won narrows the gap after a delayed Create that won.
+func (lw *leaseWatch) won() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.gap = max(lw.gap*9/10, minGap)
+}
