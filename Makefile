@@ -51,6 +51,10 @@ lint: $(BIN)/staticcheck ## go vet and staticcheck over every package.
 test: lint envtest-bins ## Every test, the integration tests against the local API server included.
 	$(GO) test -race -count=1 ./...
 
+.PHONY: bench
+bench: envtest-bins ## Benchmarks against the local API server, medians of 3 runs in one table.
+	$(GO) test -run '^$$' -bench . -count 3 ./internal/bench
+
 .PHONY: demo
 demo: envtest-bins ## Replicas contending on a local API server, with the lock and then without.
 	@$(GO) build -o $(BIN)/configmap-counter ./examples/configmap-counter
