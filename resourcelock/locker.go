@@ -179,6 +179,10 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 // context-aware: if ctx is cancelled, AcquireLock returns ctx.Err()
 // immediately instead of blocking.
 //
+// When the client can watch (see WithWatchClient), a waiter watches the Lease
+// and retries as soon as it is deleted or changes; otherwise it polls at the
+// retry interval. Either way it also wakes when the Lease expires.
+//
 // A Lease already held by lockerID counts as acquired and its renewTime is
 // refreshed, so a retry after a lost response is safe. When the lock stays
 // held, the error is a *HeldError naming the holder and its expiry.
