@@ -17,6 +17,7 @@ var (
 	// timeout because another locker holds it.
 	ErrLockHeld = errors.New("resourcelock: lock is held by another locker")
 
+	errNilLocker     = errors.New("resourcelock: ResourceLocker is nil: build one with NewResourceLocker")
 	errNilClient     = errors.New("resourcelock: client is nil")
 	errEmptyLockerID = errors.New("resourcelock: invalid lockerID \"\": must not be empty")
 )

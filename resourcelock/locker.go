@@ -47,6 +47,10 @@ const (
 	// takeover (the observation starts again); it never breaks exclusion.
 	maxTracked = 1024
 
+	// maxRaces is how many races in a row AcquireLock resolves past its
+	// deadline before it gives up with the last one.
+	maxRaces = 4
+
 	// firstBackoff is the first wait after a transient server error; it
 	// doubles, with jitter, up to the retry interval.
 	firstBackoff = 20 * time.Millisecond
@@ -254,10 +258,12 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 		}
 	}()
 	backoff := rl.backoff()
+	races := 0 // lost races in a row, without a wait between them
 	for {
 		var (
 			err   error
 			write bool
+			race  error // another writer won: AlreadyExists, Conflict, NotFound
 		)
 		switch {
 		case !a.known:
@@ -287,7 +293,7 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			}
 			if apierrors.IsAlreadyExists(err) {
 				a.lost(true)
-				a.known, err = false, nil
+				a.known, err, race = false, nil, err
 			}
 			a.handoff, a.delayed = false, false
 
@@ -308,6 +314,7 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 				if err := a.wait(ctx, now, until); err != nil {
 					return rl.giveUp(ctx, name, lockerID, a.uncertain, err)
 				}
+				races = 0
 				continue
 			}
 			write = true
@@ -323,9 +330,19 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			}
 			switch {
 			case apierrors.IsConflict(err):
-				a.known, err = false, nil
+				a.known, err, race = false, nil, err
 			case apierrors.IsNotFound(err):
-				a.lease, err = nil, nil
+				a.lease, err, race = nil, nil, err
+			}
+		}
+		if race != nil {
+			// Re-read at once after a lost race, but not for ever past the
+			// deadline: a Lease that changes under every write must not hold
+			// the caller much longer than the retry timeout. A few races in a
+			// row are normal (a takeover that meets a delete, then a create),
+			// even for a try-lock.
+			if races++; races > maxRaces && !rl.clock.Now().Before(a.deadline) {
+				return rl.giveUp(ctx, name, lockerID, a.uncertain, fmt.Errorf("resourcelock: acquire lock %s/%s: %w", rl.namespace, name, race))
 			}
 		}
 		if err == nil {
@@ -781,7 +798,9 @@ func versionOf(lease *coordinationv1.Lease) version {
 // check rejects what cannot work before any request is sent.
 func (rl *ResourceLocker) check(name, lockerID string) error {
 	switch {
-	case rl == nil || rl.client == nil:
+	case rl == nil:
+		return errNilLocker
+	case rl.client == nil:
 		return errNilClient
 	case rl.err != nil:
 		return rl.err

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +40,8 @@ import (
 func InCI() bool { return os.Getenv("CI") == "true" }
 
 var (
+	inMain   bool
+	start    sync.Once
 	server   *localapi.Server
 	config   *rest.Config
 	startErr error
@@ -46,32 +49,29 @@ var (
 
 type mainRunner struct{ m *testing.M }
 
-// Main wraps m so that its Run starts a control plane before the package's
-// tests and stops it after them. Without the binaries the tests that call
-// Config skip, and under CI=true the package fails.
+// Main wraps m so that the package's tests share one control plane, started
+// by the first test that asks for it (Config) and stopped after the last: a
+// run that selects no integration test (a fuzz worker, -run of a unit test)
+// starts none. Without the binaries the tests that call Config skip, and
+// under CI=true the package fails.
 func Main(m *testing.M) goleak.TestingM { return mainRunner{m} }
 
 func (r mainRunner) Run() int {
+	inMain = true
 	// Quiet, and no warning that no logger was set: the library logs
 	// through log.FromContext.
 	logf.SetLogger(logr.Discard())
-	srv, err := localapi.Start()
-	if err != nil {
-		if InCI() {
-			fmt.Fprintf(os.Stderr, "FAIL: CI=true and the API server is not available: %v\n", err)
-			return 1
-		}
-		startErr = err
-		code := r.m.Run()
-		settle()
-		return code
+	if _, err := localapi.AssetsDir(); err != nil && InCI() {
+		fmt.Fprintf(os.Stderr, "FAIL: CI=true and the API server is not available: %v\n", err)
+		return 1
 	}
-	server, config = srv, srv.Config
 	code := r.m.Run()
 	settle()
-	if err := server.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
-		return 1
+	if server != nil {
+		if err := server.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
+			return 1
+		}
 	}
 	return code
 }
@@ -81,14 +81,23 @@ func (r mainRunner) Run() int {
 // own, and goleak should find any goroutine that does not.
 func settle() { time.Sleep(resourcelock.WatchLinger + 500*time.Millisecond) }
 
-// Config returns the config of the package's control plane, started by Main.
-// It skips t, with one line saying how to get the binaries, when they are
-// absent.
+// Config returns the config of the package's control plane, starting it on
+// the first call. It skips t, with one line saying how to get the binaries,
+// when they are absent, and fails t under CI=true.
 func Config(t testing.TB) *rest.Config {
 	t.Helper()
-	if config == nil {
+	if !inMain {
+		t.Fatal("testenv: Config called without testenv.Main in TestMain")
+	}
+	start.Do(func() {
+		server, startErr = localapi.Start()
 		if startErr == nil {
-			t.Fatal("testenv: Config called without testenv.Main in TestMain")
+			config = server.Config
+		}
+	})
+	if startErr != nil {
+		if InCI() {
+			t.Fatalf("CI=true and the API server is not available: %v", startErr)
 		}
 		t.Skip(startErr)
 	}
