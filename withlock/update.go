@@ -178,7 +178,13 @@ const maxReadable = 200
 // short) still get locks of their own. The API version is left out: one
 // object is one lock whichever version a caller reads it in.
 func LockName(gk schema.GroupKind, key client.ObjectKey) string {
-	sum := sha256.Sum256([]byte(gk.Group + "/" + gk.Kind + "/" + key.Namespace + "/" + key.Name))
+	// Each field is prefixed with its length, so that no two tuples encode
+	// alike, whatever characters the fields hold.
+	h := sha256.New()
+	for _, f := range []string{gk.Group, gk.Kind, key.Namespace, key.Name} {
+		fmt.Fprintf(h, "%d:%s", len(f), f)
+	}
+	sum := h.Sum(nil)
 	readable := strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':

@@ -1,0 +1,593 @@
+package withlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/leaselock/leaselock/resourcelock"
+	"github.com/leaselock/leaselock/withlock"
+)
+
+var configMapKind = schema.GroupKind{Kind: "ConfigMap"}
+
+// counter returns a ConfigMap in the test namespace whose data holds count.
+func counter(count string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "counter", Namespace: testNamespace},
+		Data:       map[string]string{"count": count, "keep": "me"},
+	}
+}
+
+// named returns an empty ConfigMap that names the counter, as a caller
+// passes it to Update.
+func named() *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "counter", Namespace: testNamespace}}
+}
+
+// increment is a mutate that adds one to the counter it is given.
+func increment(cm *corev1.ConfigMap) error {
+	n, err := strconv.Atoi(cm.Data["count"])
+	if err != nil {
+		return err
+	}
+	cm.Data["count"] = strconv.Itoa(n + 1)
+	return nil
+}
+
+// stored returns the counter as the store holds it.
+func (f *fixture) stored(t *testing.T) *corev1.ConfigMap {
+	t.Helper()
+	var cm corev1.ConfigMap
+	if err := f.base.Get(context.Background(), client.ObjectKeyFromObject(named()), &cm); err != nil {
+		t.Fatalf("get ConfigMap: %v", err)
+	}
+	return &cm
+}
+
+func TestUpdateRereadsAfterConflict(t *testing.T) {
+	// The first write meets a Conflict after another writer (one that does not
+	// take the lock) set the count to 10: the retry must read 10 afresh.
+	var conflicts int
+	f := newFixture(t, interceptor.Funcs{
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if _, ok := obj.(*corev1.ConfigMap); ok && conflicts == 0 {
+				conflicts++
+				other := counter("10")
+				if err := c.Update(ctx, other); err != nil {
+					return err
+				}
+				return apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, obj.GetName(), errors.New("the object has been modified"))
+			}
+			return c.Update(ctx, obj, opts...)
+		},
+	}, counter("0"))
+	l := withlock.New(f.locker())
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var seen []string
+	cm := named()
+	call := inBackground(func() error {
+		return withlock.Update(ctx, l, f.c, cm, func(cm *corev1.ConfigMap) error {
+			seen = append(seen, cm.Data["count"])
+			return increment(cm)
+		})
+	})
+	// The lock's expiry timer is one waiter, the backoff after the Conflict
+	// the second. The backoff is at most a second.
+	waitForWaiters(t, f.clock, 2, call.done)
+	f.clock.Step(time.Second)
+	// The Step took the backoff off the clock: a new one means that the
+	// retry met a Conflict too, and would wait for ever.
+wait:
+	for {
+		select {
+		case <-call.done:
+			break wait
+		case <-time.After(time.Millisecond):
+			if f.clock.Waiters() >= 2 {
+				t.Errorf("got a second backoff, want the retry to succeed")
+				cancel()
+				break wait
+			}
+		}
+	}
+	if err := call.wait(); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+
+	if want := []string{"0", "10"}; fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("got mutate called on counts %q, want %q", seen, want)
+	}
+	if got := f.calls.count("get", &corev1.ConfigMap{}); got != 2 {
+		t.Errorf("got %d ConfigMap gets, want 2", got)
+	}
+	if got := f.stored(t).Data["count"]; got != "11" {
+		t.Errorf("got stored count %q, want %q", got, "11")
+	}
+	if got := cm.Data["count"]; got != "11" {
+		t.Errorf("got caller's count %q, want %q", got, "11")
+	}
+	f.assertNoLease(t)
+}
+
+func TestUpdateFillsCallersObject(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{}, counter("1"))
+	before := f.stored(t).ResourceVersion
+	cm := named()
+	if err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, cm, increment); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	after := f.stored(t)
+	if after.ResourceVersion == before {
+		t.Errorf("got stored resourceVersion %q unchanged, want a new one", after.ResourceVersion)
+	}
+	if cm.ResourceVersion != after.ResourceVersion {
+		t.Errorf("got caller's resourceVersion %q, want the server's %q", cm.ResourceVersion, after.ResourceVersion)
+	}
+	if cm.Data["count"] != "2" || cm.Data["keep"] != "me" {
+		t.Errorf("got caller's data %v, want count 2 and keep me", cm.Data)
+	}
+	if after.Data["count"] != "2" {
+		t.Errorf("got stored count %q, want %q", after.Data["count"], "2")
+	}
+	f.assertNoLease(t)
+}
+
+func TestUpdateWritesNothingWhenUnchanged(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*corev1.ConfigMap) error
+	}{
+		{"mutate changes nothing", func(*corev1.ConfigMap) error { return nil }},
+		{"mutate writes the same value", func(cm *corev1.ConfigMap) error {
+			cm.Data["count"] = "7"
+			return nil
+		}},
+		// Semantic equality: an empty map is no change from a nil one.
+		{"mutate sets empty labels for none", func(cm *corev1.ConfigMap) error {
+			cm.Labels = map[string]string{}
+			return nil
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, interceptor.Funcs{}, counter("7"))
+			rv := f.stored(t).ResourceVersion
+			cm := named()
+			if err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, cm, tt.mutate); err != nil {
+				t.Fatalf("Update: %v", err)
+			}
+			if got := f.calls.count("update", &corev1.ConfigMap{}); got != 0 {
+				t.Errorf("got %d ConfigMap updates, want 0", got)
+			}
+			if cm.ResourceVersion != rv || cm.Data["count"] != "7" {
+				t.Errorf("got caller's object at resourceVersion %q with data %v, want it as read (%q, count 7)", cm.ResourceVersion, cm.Data, rv)
+			}
+			f.assertNoLease(t)
+		})
+	}
+}
+
+func TestUpdateRefusesKeyChange(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*corev1.ConfigMap) error
+	}{
+		{"name", func(cm *corev1.ConfigMap) error {
+			cm.Name = "other"
+			return increment(cm)
+		}},
+		{"namespace", func(cm *corev1.ConfigMap) error {
+			cm.Namespace = "elsewhere"
+			return increment(cm)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The objects mutate points at exist, so that a write to them
+			// would succeed and be seen.
+			other, elsewhere := counter("1"), counter("1")
+			other.Name, elsewhere.Namespace = "other", "elsewhere"
+			f := newFixture(t, interceptor.Funcs{}, counter("1"), other, elsewhere)
+			err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, named(), tt.mutate)
+			if err == nil {
+				t.Errorf("got nil error, want one")
+			}
+			for _, verb := range []string{"create", "update", "patch"} {
+				if got := f.calls.count(verb, &corev1.ConfigMap{}); got != 0 {
+					t.Errorf("got %d ConfigMap %ss, want 0", got, verb)
+				}
+			}
+			for _, cm := range []*corev1.ConfigMap{named(), other, elsewhere} {
+				var got corev1.ConfigMap
+				if err := f.base.Get(t.Context(), client.ObjectKeyFromObject(cm), &got); err != nil {
+					t.Fatalf("get ConfigMap: %v", err)
+				}
+				if got.Data["count"] != "1" {
+					t.Errorf("got stored count %q in %s/%s, want %q", got.Data["count"], got.Namespace, got.Name, "1")
+				}
+			}
+			f.assertNoLease(t)
+		})
+	}
+}
+
+func TestUpdateReturnsMutateError(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{}, counter("1"))
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, named(), func(cm *corev1.ConfigMap) error {
+		cm.Data["count"] = "100"
+		return &quotaError{limit: 99}
+	})
+	if _, ok := errors.AsType[*quotaError](err); !ok {
+		t.Errorf("got error %v, want a *quotaError", err)
+	}
+	if got := f.calls.count("update", &corev1.ConfigMap{}); got != 0 {
+		t.Errorf("got %d ConfigMap updates, want 0", got)
+	}
+	f.assertNoLease(t)
+}
+
+func TestUpdateStatus(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	tests := []struct {
+		name           string
+		opts           []withlock.UpdateOption
+		mutate         func(*corev1.Pod) error
+		wantUpdates    int
+		wantSubUpdates int
+		check          func(t *testing.T, got *corev1.Pod)
+	}{
+		{
+			name: "Status writes the status subresource",
+			opts: []withlock.UpdateOption{withlock.Status()},
+			mutate: func(p *corev1.Pod) error {
+				p.Status.Phase = corev1.PodRunning
+				return nil
+			},
+			wantSubUpdates: 1,
+			check: func(t *testing.T, got *corev1.Pod) {
+				if got.Status.Phase != corev1.PodRunning {
+					t.Errorf("got stored phase %q, want %q", got.Status.Phase, corev1.PodRunning)
+				}
+			},
+		},
+		{
+			name: "without Status writes the object",
+			mutate: func(p *corev1.Pod) error {
+				p.Labels = map[string]string{"tier": "front"}
+				return nil
+			},
+			wantUpdates: 1,
+			check: func(t *testing.T, got *corev1.Pod) {
+				if got.Labels["tier"] != "front" {
+					t.Errorf("got stored labels %v, want tier front", got.Labels)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, interceptor.Funcs{}, pod.DeepCopy())
+			obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace}}
+			if err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, obj, tt.mutate, tt.opts...); err != nil {
+				t.Fatalf("Update: %v", err)
+			}
+			if got := f.calls.count("update", &corev1.Pod{}); got != tt.wantUpdates {
+				t.Errorf("got %d Pod updates, want %d", got, tt.wantUpdates)
+			}
+			if got := f.calls.count("update/status", &corev1.Pod{}); got != tt.wantSubUpdates {
+				t.Errorf("got %d Pod status updates, want %d", got, tt.wantSubUpdates)
+			}
+			var got corev1.Pod
+			if err := f.base.Get(t.Context(), client.ObjectKeyFromObject(obj), &got); err != nil {
+				t.Fatalf("get Pod: %v", err)
+			}
+			tt.check(t, &got)
+			if obj.ResourceVersion != got.ResourceVersion {
+				t.Errorf("got caller's resourceVersion %q, want the server's %q", obj.ResourceVersion, got.ResourceVersion)
+			}
+			f.assertNoLease(t)
+		})
+	}
+}
+
+func TestUpdateReadFrom(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{}, counter("1"))
+	reads := &recorder{}
+	r := interceptor.NewClient(f.base, reads.funcs())
+	cm := named()
+	if err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, cm, increment, withlock.ReadFrom(r)); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if got := reads.count("get", &corev1.ConfigMap{}); got != 1 {
+		t.Errorf("got %d ConfigMap gets from the reader, want 1", got)
+	}
+	if got := f.calls.count("get", &corev1.ConfigMap{}); got != 0 {
+		t.Errorf("got %d ConfigMap gets from the client, want 0", got)
+	}
+	if got := f.calls.count("update", &corev1.ConfigMap{}); got != 1 {
+		t.Errorf("got %d ConfigMap updates through the client, want 1", got)
+	}
+	if got := f.stored(t).Data["count"]; got != "2" {
+		t.Errorf("got stored count %q, want %q", got, "2")
+	}
+}
+
+func TestUpdateNotFound(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{})
+	called := false
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, named(), func(*corev1.ConfigMap) error {
+		called = true
+		return nil
+	})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("got error %v, want one for which apierrors.IsNotFound holds", err)
+	}
+	if called {
+		t.Errorf("got mutate called, want it never called")
+	}
+	f.assertNoLease(t)
+}
+
+func TestUpdateLocksTheObject(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{}, counter("1"))
+	want := withlock.LockName(configMapKind, client.ObjectKeyFromObject(named()))
+	var leases []coordinationv1.Lease
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, named(), func(cm *corev1.ConfigMap) error {
+		leases = f.leases(t)
+		return increment(cm)
+	})
+	if err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if len(leases) != 1 || leases[0].Name != want {
+		var names []string
+		for _, l := range leases {
+			names = append(names, l.Name)
+		}
+		t.Errorf("got Leases %q while mutate ran, want [%s]", names, want)
+	}
+	f.assertNoLease(t)
+}
+
+func TestUpdateRejectsBadInput(t *testing.T) {
+	type call func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error
+	tests := []struct {
+		name    string
+		call    call
+		wantMsg string
+	}{
+		{
+			name: "nil locker",
+			call: func(ctx context.Context, _ *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
+				return withlock.Update(ctx, nil, c, named(), mutate)
+			},
+			wantMsg: "locker is nil",
+		},
+		{
+			name: "locker with nil rl",
+			call: func(ctx context.Context, _ *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
+				return withlock.Update(ctx, withlock.New(nil), c, named(), mutate)
+			},
+			wantMsg: "locker is nil",
+		},
+		{
+			name: "nil client",
+			call: func(ctx context.Context, l *withlock.Locker, _ client.Client, mutate func(*corev1.ConfigMap) error) error {
+				return withlock.Update(ctx, l, nil, named(), mutate)
+			},
+			wantMsg: "client is nil",
+		},
+		{
+			name: "ReadFrom(nil)",
+			call: func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
+				return withlock.Update(ctx, l, c, named(), mutate, withlock.ReadFrom(nil))
+			},
+			wantMsg: "client is nil",
+		},
+		{
+			name: "typed nil object",
+			call: func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
+				var cm *corev1.ConfigMap
+				return withlock.Update(ctx, l, c, cm, mutate)
+			},
+			wantMsg: "object is nil",
+		},
+		{
+			name: "nil interface object",
+			call: func(ctx context.Context, l *withlock.Locker, c client.Client, _ func(*corev1.ConfigMap) error) error {
+				return withlock.Update(ctx, l, c, client.Object(nil), func(client.Object) error { return nil })
+			},
+			wantMsg: "object is nil",
+		},
+		{
+			name: "nil mutate",
+			call: func(ctx context.Context, l *withlock.Locker, c client.Client, _ func(*corev1.ConfigMap) error) error {
+				return withlock.Update(ctx, l, c, named(), nil)
+			},
+			wantMsg: "mutate is nil",
+		},
+		{
+			name: "object with no name",
+			call: func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
+				return withlock.Update(ctx, l, c, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: testNamespace}}, mutate)
+			},
+			wantMsg: "no name",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, interceptor.Funcs{}, counter("1"))
+			called := false
+			err := tt.call(t.Context(), withlock.New(f.locker()), f.c, func(*corev1.ConfigMap) error {
+				called = true
+				return nil
+			})
+			if err == nil || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("got error %v, want one containing %q", err, tt.wantMsg)
+			}
+			if called {
+				t.Errorf("got mutate called, want it never called")
+			}
+			if got := f.calls.all(); len(got) != 0 {
+				t.Errorf("got requests %q, want none", got)
+			}
+		})
+	}
+}
+
+func TestLockName(t *testing.T) {
+	// These names are pinned: replicas of two releases that derive different
+	// names for one object during a rollout do not exclude each other.
+	tests := []struct {
+		name string
+		gk   schema.GroupKind
+		key  client.ObjectKey
+		want string
+	}{
+		{"namespaced core object", configMapKind, client.ObjectKey{Namespace: "default", Name: "settings"}, "configmap-default-settings-1a741e757d34f141"},
+		{"group, dots and capitals", schema.GroupKind{Group: "apps", Kind: "Deployment"}, client.ObjectKey{Namespace: "prod", Name: "Web.Front"}, "deployment-prod-web-front-217dd5a214d44dbe"},
+		{"cluster-scoped object", schema.GroupKind{Kind: "Namespace"}, client.ObjectKey{Name: "kube-system"}, "namespace-kube-system-8407a29b8c979928"},
+		{"nothing readable", schema.GroupKind{}, client.ObjectKey{Name: "__"}, "x-5fd9bf197fdbc30a"},
+		{"empty", schema.GroupKind{}, client.ObjectKey{}, "x-8538098a725acce2"},
+		{"long name is cut to 200 readable characters", configMapKind, client.ObjectKey{Namespace: "ns", Name: strings.Repeat("a", 300)},
+			"configmap-ns-" + strings.Repeat("a", 200-len("configmap-ns-")) + "-c26ef8a33ca27631"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := withlock.LockName(tt.gk, tt.key)
+			if got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			if err := resourcelock.ValidateLockName(got); err != nil {
+				t.Errorf("got invalid name: %v", err)
+			}
+			if len(got) > 253 {
+				t.Errorf("got %d characters, want at most 253", len(got))
+			}
+		})
+	}
+}
+
+// tuple is the input of LockName.
+type tuple struct{ group, kind, namespace, name string }
+
+func (tp tuple) lockName() string {
+	return withlock.LockName(schema.GroupKind{Group: tp.group, Kind: tp.kind}, client.ObjectKey{Namespace: tp.namespace, Name: tp.name})
+}
+
+func TestLockNameDistinct(t *testing.T) {
+	long := strings.Repeat("a", 300)
+	tests := []struct {
+		name string
+		a, b tuple
+	}{
+		{"group", tuple{"apps", "Deployment", "ns", "web"}, tuple{"extensions", "Deployment", "ns", "web"}},
+		{"kind", tuple{"", "ConfigMap", "ns", "web"}, tuple{"", "Secret", "ns", "web"}},
+		{"namespace", tuple{"", "ConfigMap", "a", "web"}, tuple{"", "ConfigMap", "b", "web"}},
+		{"name", tuple{"", "ConfigMap", "ns", "a"}, tuple{"", "ConfigMap", "ns", "b"}},
+		{"readable parts agree across kind and namespace", tuple{"", "a", "b-c", "x"}, tuple{"", "a-b", "c", "x"}},
+		{"readable parts agree across namespace and name", tuple{"", "k", "a", "b-c"}, tuple{"", "k", "a-b", "c"}},
+		{"readable parts agree by case", tuple{"", "ConfigMap", "ns", "Web"}, tuple{"", "ConfigMap", "ns", "web"}},
+		{"readable parts agree by punctuation", tuple{"", "ConfigMap", "ns", "a.b"}, tuple{"", "ConfigMap", "ns", "a-b"}},
+		{"empty namespace or empty name", tuple{"", "ConfigMap", "x", ""}, tuple{"", "ConfigMap", "", "x"}},
+		{"long names that share 300 characters", tuple{"", "ConfigMap", "ns", long + "1"}, tuple{"", "ConfigMap", "ns", long + "2"}},
+		{"slash moved across kind and namespace", tuple{"", "k", "a/b", "x"}, tuple{"", "k/a", "b", "x"}},
+		{"slash moved across namespace and name", tuple{"", "k", "a/b", "c"}, tuple{"", "k", "a", "b/c"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := tt.a.lockName(), tt.b.lockName()
+			if a == b {
+				t.Errorf("got %q for both %+v and %+v, want distinct names", a, tt.a, tt.b)
+			}
+		})
+	}
+}
+
+func TestLockNameIgnoresVersion(t *testing.T) {
+	key := client.ObjectKey{Namespace: "ns", Name: "web"}
+	v1 := schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "HorizontalPodAutoscaler"}
+	v2 := schema.GroupVersionKind{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"}
+	if a, b := withlock.LockName(v1.GroupKind(), key), withlock.LockName(v2.GroupKind(), key); a != b {
+		t.Errorf("got %q for %s and %q for %s, want one name", a, v1, b, v2)
+	}
+}
+
+func FuzzLockName(f *testing.F) {
+	f.Add("", "ConfigMap", "default", "settings")
+	f.Add("apps", "Deployment", "prod", "Web.Front")
+	f.Add("", "", "", "")
+	f.Add("", "a", "b-c", "")
+	f.Add("", "a-b", "c", "")
+	f.Add("example.com", "Widget", "ns", strings.Repeat("x", 300))
+	f.Add("", "Kind", "ns", "ÄÖ.ü\xff")
+	f.Fuzz(func(t *testing.T, group, kind, namespace, name string) {
+		tp := tuple{group, kind, namespace, name}
+		got := tp.lockName()
+		if err := resourcelock.ValidateLockName(got); err != nil {
+			t.Fatalf("LockName(%+v) = %q: %v", tp, got, err)
+		}
+		if len(got) > 253 {
+			t.Fatalf("LockName(%+v) has %d characters, want at most 253", tp, len(got))
+		}
+		if again := tp.lockName(); again != got {
+			t.Fatalf("LockName(%+v) gave %q, then %q, want the same", tp, got, again)
+		}
+		for _, other := range neighbours(tp) {
+			if other == tp {
+				continue
+			}
+			if o := other.lockName(); o == got {
+				t.Errorf("got %q for both %+v and %+v, want distinct names", got, tp, other)
+			}
+		}
+	})
+}
+
+// neighbours returns tuples that differ from tp in a way a careless
+// encoding would miss: one field changed in case or by a trailing dash, or a
+// character moved across the boundary of two adjacent fields.
+func neighbours(tp tuple) []tuple {
+	fields := [4]string{tp.group, tp.kind, tp.namespace, tp.name}
+	var out []tuple
+	add := func(fs [4]string) { out = append(out, tuple{fs[0], fs[1], fs[2], fs[3]}) }
+	for i := range fields {
+		fs := fields
+		fs[i] += "-"
+		add(fs)
+		fs = fields
+		fs[i] = strings.ToUpper(fs[i])
+		add(fs)
+	}
+	for i := range len(fields) - 1 {
+		if a := fields[i]; a != "" {
+			fs := fields
+			fs[i], fs[i+1] = a[:len(a)-1], a[len(a)-1:]+fs[i+1]
+			add(fs)
+		}
+		if b := fields[i+1]; b != "" {
+			fs := fields
+			fs[i], fs[i+1] = fs[i]+b[:1], b[1:]
+			add(fs)
+		}
+	}
+	return out
+}
