@@ -55,6 +55,17 @@ test: lint envtest-bins ## Every test, the integration tests against the local A
 bench: envtest-bins ## Benchmarks against the local API server, medians of 3 runs in one table.
 	$(GO) test -run '^$$' -bench . -count 3 ./internal/bench
 
+# The soak column of docs/reliability.md: the torture suite at a bigger size.
+TORTURE_ENV := LEASELOCK_TORTURE_PROCS=5 LEASELOCK_TORTURE_GOROUTINES=4 LEASELOCK_TORTURE_OPS=40 \
+	LEASELOCK_TORTURE_FAULT_RATE=0.25 LEASELOCK_TORTURE_CRASHES=3 LEASELOCK_TORTURE_RESTARTS=2
+FUZZTIME ?= 30s
+
+.PHONY: torture
+torture: envtest-bins ## The reliability suite at soak size (docs/reliability.md), then each fuzz target for $(FUZZTIME).
+	$(TORTURE_ENV) $(GO) test -race -count=1 -timeout 30m -v ./internal/torture
+	$(GO) test -run '^$$' -fuzz '^FuzzAcquireLockInput$$' -fuzztime $(FUZZTIME) ./resourcelock
+	$(GO) test -run '^$$' -fuzz '^FuzzLockName$$' -fuzztime $(FUZZTIME) ./withlock
+
 .PHONY: demo
 demo: envtest-bins ## Replicas contending on a local API server, with the lock and then without.
 	@$(GO) build -o $(BIN)/configmap-counter ./examples/configmap-counter
