@@ -260,3 +260,33 @@ func TestTakeoverIsLoggedAtInfo(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsWaitTime waits on a fake clock for a Lease to expire: the wait
+// is recorded for the acquisition that found the lock held and then got it.
+func TestMetricsWaitTime(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	now := time.Now()
+	clk := testingclock.NewFakeClock(now)
+	// Renewed 14s ago with a 15s lease: it expires a second from now.
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(leaseHeldBy("expiring", "other", now.Add(-14*time.Second))).Build()
+	rl := resourcelock.NewResourceLocker(c, metricsNS, resourcelock.WithMetrics(reg), resourcelock.WithClock(clk), resourcelock.WithoutWatch())
+	done := make(chan error)
+	go func() { done <- rl.AcquireLock(context.Background(), "expiring", "me") }()
+	for !clk.HasWaiters() {
+		time.Sleep(time.Millisecond) // until AcquireLock waits on the fake clock
+	}
+	clk.Step(2 * time.Second)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for name, labels := range map[string]map[string]string{
+		"leaselock_wait_duration_seconds":        {},
+		"leaselock_contended_acquisitions_total": {},
+		"leaselock_expired_takeovers_total":      {},
+		"leaselock_acquire_duration_seconds":     {"result": "acquired"},
+	} {
+		if got := metric(t, reg, name, labels); got != 1 {
+			t.Errorf("%s%v: got %v, want 1", name, labels, got)
+		}
+	}
+}
