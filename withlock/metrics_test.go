@@ -44,7 +44,11 @@ func TestLockLostIsCountedAndLogged(t *testing.T) {
 			time.Sleep(time.Millisecond) // until the lock-lost timer waits on the clock
 		}
 		clk.Step(9 * time.Second) // past 10s less the 2s default margin
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+			t.Error("fn's ctx not cancelled after the clock passed the lease less the margin")
+		}
 		return nil
 	})
 	if !errors.Is(err, withlock.ErrLockLost) {

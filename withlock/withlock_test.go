@@ -446,11 +446,9 @@ func TestDefaultIdentity(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// The child runs no integration test, so its TestMain starts no
+			// API server.
 			t.Setenv(childEnv, "1")
-			// The child needs no API server: an empty assets folder makes
-			// its TestMain start none, and without CI=true that is no failure.
-			t.Setenv("KUBEBUILDER_ASSETS", t.TempDir())
-			t.Setenv("CI", "")
 			t.Setenv("POD_NAME", tt.podName)
 			if tt.podName == "" {
 				os.Unsetenv("POD_NAME") // t.Setenv restores it
