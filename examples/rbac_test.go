@@ -85,8 +85,9 @@ func lockAsUser(t *testing.T, user string, drop string) error {
 	if err := a.AcquireLock(ctx, "rbac", "a"); err != nil {
 		return err
 	}
-	// Contend: the Create fails with AlreadyExists, then a Get.
-	b := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(0))
+	// Contend: the Create fails with AlreadyExists, then a Get, then a wait
+	// on a watch of the Lease.
+	b := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(200*time.Millisecond))
 	if err := b.AcquireLock(ctx, "rbac", "b"); !errors.Is(err, resourcelock.ErrLockHeld) {
 		return err
 	}
@@ -99,7 +100,9 @@ func lockAsUser(t *testing.T, user string, drop string) error {
 }
 
 // TestRBACRoleIsEnoughAndLeast shows that the Role in rbac.yaml lets a user
-// take every path of the lock, and that each of its verbs is needed.
+// take every path of the lock, and that each of its verbs is needed: all
+// but watch for the lock to work at all, and watch for waiters to watch
+// rather than poll.
 func TestRBACRoleIsEnoughAndLeast(t *testing.T) {
 	if err := lockAsUser(t, "lock-user", ""); err != nil {
 		t.Fatalf("with the Role in rbac.yaml: %v", err)
@@ -107,9 +110,59 @@ func TestRBACRoleIsEnoughAndLeast(t *testing.T) {
 	for _, verb := range lockRole(t).Rules[0].Verbs {
 		t.Run("without "+verb, func(t *testing.T) {
 			err := lockAsUser(t, "lock-user-no-"+verb, verb)
+			if verb == "watch" {
+				if err != nil {
+					t.Errorf("without verb watch: got %v, want the lock to work by polling", err)
+				}
+				return
+			}
 			if !apierrors.IsForbidden(err) {
 				t.Errorf("without verb %q: got %v, want Forbidden", verb, err)
 			}
 		})
+	}
+}
+
+// TestRBACWatchVerbIsUsed shows that a waiter with the Role's rules does
+// watch: its watch request is allowed, and counted.
+func TestRBACWatchVerbIsUsed(t *testing.T) {
+	admin := testenv.Client(t)
+	ns := testenv.Namespace(t, admin)
+	ctx := context.Background()
+	role := lockRole(t)
+	role.ObjectMeta = metav1.ObjectMeta{Name: role.Name, Namespace: ns}
+	if err := admin.Create(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "watcher"}},
+	}
+	if err := admin.Create(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	holder := resourcelock.NewResourceLocker(admin, ns)
+	if err := holder.AcquireLock(ctx, "watched", "holder"); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.ReleaseLock(ctx, "watched", "holder")
+
+	var reqs testenv.Requests
+	cfg := testenv.UserConfig(t, "watcher")
+	cfg.Wrap(testenv.CountingTransport(&reqs))
+	c, err := client.NewWithWatch(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(300*time.Millisecond))
+	if err := waiter.AcquireLock(ctx, "watched", "waiter"); !errors.Is(err, resourcelock.ErrLockHeld) {
+		t.Fatalf("got %v, want ErrLockHeld", err)
+	}
+	if got := reqs.Count("watch", "leases"); got != 1 {
+		t.Errorf("watch requests: got %d, want 1", got)
+	}
+	if got := reqs.Count("get", "leases"); got != 1 {
+		t.Errorf("get requests while watching: got %d, want 1, before the watch", got)
 	}
 }

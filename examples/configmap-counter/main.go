@@ -250,7 +250,9 @@ func increments(ctx context.Context, o options, r *report) error {
 		return err
 	}
 	cfg.QPS, cfg.Burst = -1, -1
-	c, err := client.New(cfg, client.Options{})
+	// A client that can watch: waiters watch the Lease and take their turn
+	// the moment it is released, instead of polling.
+	c, err := client.NewWithWatch(cfg, client.Options{})
 	if err != nil {
 		return err
 	}

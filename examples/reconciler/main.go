@@ -113,7 +113,7 @@ func (o options) validate() error {
 
 // RegistryReconciler merges one source ConfigMap into the registry.
 //
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update;delete;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;update
 type RegistryReconciler struct {
 	// Client writes; it may read from the manager's cache.
@@ -248,7 +248,14 @@ func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReco
 	if err != nil {
 		return nil, nil, err
 	}
-	rl := resourcelock.NewResourceLocker(mgr.GetClient(), o.namespace, resourcelock.WithRetryTimeout(time.Minute))
+	// The manager's client cannot watch; an uncached client that can lets
+	// waiters wake the moment the Lease is released instead of polling.
+	watcher, err := client.NewWithWatch(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return nil, nil, err
+	}
+	rl := resourcelock.NewResourceLocker(mgr.GetClient(), o.namespace,
+		resourcelock.WithWatchClient(watcher), resourcelock.WithRetryTimeout(time.Minute))
 	r := &RegistryReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),

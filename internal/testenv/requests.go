@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/transport"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -102,8 +103,14 @@ func CountedConfig(t testing.TB, r *Requests) *rest.Config {
 	// A Dial function of its own keeps client-go from sharing a cached
 	// transport, and so a connection, with other clients.
 	cfg.Dial = (&net.Dialer{}).DialContext
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt, r} })
+	cfg.Wrap(CountingTransport(r))
 	return cfg
+}
+
+// CountingTransport wraps a config's transport so that r counts its
+// requests: cfg.Wrap(CountingTransport(r)).
+func CountingTransport(r *Requests) transport.WrapperFunc {
+	return func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt, r} }
 }
 
 // CountedClient returns a client built from CountedConfig.
