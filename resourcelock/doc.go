@@ -30,6 +30,18 @@
 // use the guarded object's own resourceVersion (an Update, not a blind Patch)
 // where a lost update would matter.
 //
+// # Requests
+//
+// An uncontended AcquireLock and ReleaseLock cost two requests: the Create,
+// and a Delete with the preconditions remembered from the acquire. A waiter
+// watches the Lease when the client can watch (client.NewWithWatch, or
+// WithWatchClient) and retries the moment it is released; the waiters of one
+// locker share one watch per Lease. Without a watch they poll at the retry
+// interval. When a Lease is released, waiters take turns by how many
+// handoffs they have waited through, which each new holder records on its
+// Lease (HandoffsAnnotation), so a release does not make every waiter send a
+// Create.
+//
 // # Clocks
 //
 // A Lease is expired when its renewTime (or acquireTime) plus its
