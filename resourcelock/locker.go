@@ -567,7 +567,7 @@ func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) er
 			err = rl.delete(ctx, name, v)
 			switch {
 			case err == nil:
-				rl.deleted(name)
+				rl.deleted(name, v.uid)
 				if !a.at.IsZero() {
 					rl.metrics.Hold(name, rl.clock.Since(a.at))
 				}

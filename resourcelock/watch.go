@@ -10,6 +10,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -134,13 +135,21 @@ func (rl *ResourceLocker) openWatch(ctx context.Context, lease *coordinationv1.L
 }
 
 // deleted tells the watch of name, if any, that this locker deleted the
-// Lease, before the watch shows it: the locker's next acquire of name need
-// not wait for the event.
-func (rl *ResourceLocker) deleted(name string) {
+// Lease with uid, before the watch shows it: the locker's next acquire of
+// name need not wait for the event. If the watch has already moved past that
+// Lease (another holder created the next one), it is left alone: a stale
+// "deleted" would send the next acquire into a Create that must fail.
+func (rl *ResourceLocker) deleted(name string, uid types.UID) {
 	rl.mu.Lock()
 	lw := rl.watches[name]
 	rl.mu.Unlock()
-	if lw != nil {
+	if lw == nil {
+		return
+	}
+	lw.mu.Lock()
+	current := lw.lease != nil && lw.lease.UID == uid
+	lw.mu.Unlock()
+	if current {
 		lw.set(nil)
 	}
 }
