@@ -47,7 +47,7 @@ var comparisons = map[string]struct {
 	"8 workers, one lock": {"leaselock", "increments/s", true},
 }
 
-var columns = []string{"ns/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "wait-p99-ms", "requests/acq"}
+var columns = []string{"ns/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "wait-p99-ms", "later-wait-p99-ms", "requests/acq"}
 
 // tableAfter runs the benchmarks, then prints the table of medians.
 type tableAfter struct{ m goleak.TestingM }
