@@ -21,6 +21,7 @@ import (
 
 var (
 	errNilClient = errors.New("withlock: client is nil")
+	errNilReader = errors.New("withlock: ReadFrom reader is nil")
 	errNilObject = errors.New("withlock: object is nil")
 	errNilMutate = errors.New("withlock: mutate is nil")
 )
@@ -40,7 +41,8 @@ type updateOptions struct {
 
 // ReadFrom makes Update read the object from r instead of from c. Pass an
 // uncached reader (a manager's GetAPIReader()) when c reads from an informer
-// cache: a stale read under the lock only earns a Conflict and a retry.
+// cache: a stale read under the lock only earns a Conflict and a retry. A
+// nil reader makes Update return an error before any request.
 func ReadFrom(r client.Reader) UpdateOption {
 	return func(o *updateOptions) { o.reader = r }
 }
@@ -76,8 +78,10 @@ func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, ob
 	switch {
 	case l == nil || l.rl == nil:
 		return errNilLocker
-	case c == nil || o.reader == nil:
+	case c == nil:
 		return errNilClient
+	case o.reader == nil:
+		return errNilReader
 	case isNil(obj):
 		return errNilObject
 	case mutate == nil:

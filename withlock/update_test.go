@@ -400,7 +400,7 @@ func TestUpdateRejectsBadInput(t *testing.T) {
 			call: func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
 				return withlock.Update(ctx, l, c, named(), mutate, withlock.ReadFrom(nil))
 			},
-			wantMsg: "client is nil",
+			wantMsg: "ReadFrom reader is nil",
 		},
 		{
 			name: "typed nil object",
