@@ -378,3 +378,51 @@ func TestServerIdleWaitersWatchWithoutPolling(t *testing.T) {
 		t.Errorf("gets while polling for 1s every 50ms: got %d, want at least %d", got, 5*waiters)
 	}
 }
+
+// TestServerCancelMidWriteLeavesNoLease cancels acquisitions at random
+// moments, many of them while the Create is in flight. The client gives up on
+// a cancelled request at once, but the server may still apply it: an
+// AcquireLock that returned an error must not leave a Lease behind, not even
+// one that lands after it returned.
+func TestServerCancelMidWriteLeavesNoLease(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	rl := resourcelock.NewResourceLocker(c, ns)
+	const rounds = 200
+	cancelled := 0
+	for i := range rounds {
+		name := fmt.Sprintf("cancel-%d", i)
+		ctx, cancel := context.WithCancel(context.Background())
+		// A Create takes about 2ms here: cancel before, during and after it.
+		time.AfterFunc(time.Duration(rand.N(4000))*time.Microsecond, cancel)
+		err := rl.AcquireLock(ctx, name, "holder-a")
+		cancel()
+		switch {
+		case err == nil:
+			if err := rl.ReleaseLock(context.Background(), name, "holder-a"); err != nil {
+				t.Fatalf("ReleaseLock %s: %v", name, err)
+			}
+		case errors.Is(err, context.Canceled):
+			cancelled++
+		default:
+			t.Fatalf("AcquireLock %s: got %v, want nil or context.Canceled", name, err)
+		}
+	}
+	t.Logf("%d of %d acquisitions cancelled", cancelled, rounds)
+	if cancelled == 0 {
+		t.Fatal("no acquisition was cancelled: the test cancelled too late to mean anything")
+	}
+	// A write the server applies after its client gave up lands within a
+	// few milliseconds; give it a generous margin before counting.
+	time.Sleep(500 * time.Millisecond)
+	var leases coordinationv1.LeaseList
+	if err := c.List(context.Background(), &leases, client.InNamespace(ns)); err != nil {
+		t.Fatalf("list Leases: %v", err)
+	}
+	for _, l := range leases.Items {
+		t.Errorf("Lease %s left behind by a cancelled AcquireLock, held by %q", l.Name, ptr.Deref(l.Spec.HolderIdentity, ""))
+		if err := c.Delete(context.Background(), &l); err != nil {
+			t.Errorf("delete Lease %s: %v", l.Name, err)
+		}
+	}
+}

@@ -37,10 +37,11 @@ const HandoffsAnnotation = "leaselock.io/handoffs-waited"
 const (
 	managedByValue = "leaselock"
 
-	// cleanupTimeout bounds the release that AcquireLock sends, on a context
-	// of its own, when it gives up after a write whose outcome it could not
-	// see.
-	cleanupTimeout = 5 * time.Second
+	// detachedTimeout bounds a request AcquireLock sends on a context
+	// detached from the caller's cancellation: a write already decided on
+	// (see write), and the release when it gives up after a write whose
+	// outcome it could not see.
+	detachedTimeout = 5 * time.Second
 
 	// maxTracked bounds each of the maps a locker keeps. Dropping an entry
 	// only costs a request (a release reads the Lease first) or delays a
@@ -195,7 +196,10 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 // return at once, wrapped so that apierrors.IsForbidden and friends still
 // hold. If AcquireLock gives up after a write whose response it did not see,
 // it deletes the Lease if that write made it the holder, so a cancelled or
-// failed call leaves no Lease of its own behind.
+// failed call leaves no Lease of its own behind. A cancel that arrives while a
+// Create or Update is in flight lets that write finish (it takes
+// milliseconds; the server might apply it after the client gave up), then
+// releases the Lease if the write won it, and returns ctx.Err().
 //
 // name must be a valid Lease name (a lowercase RFC 1123 subdomain) and
 // lockerID must not be empty; otherwise AcquireLock returns an error before
@@ -284,12 +288,14 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 					continue // another waiter won
 				}
 			}
+			if err := ctx.Err(); err != nil {
+				return rl.giveUp(ctx, name, lockerID, a.uncertain, err)
+			}
 			write = true
 			var lease *coordinationv1.Lease
 			lease, err = rl.create(ctx, name, lockerID, a.handoffs)
 			if err == nil {
-				a.acquired(lease)
-				return nil
+				return a.acquired(ctx, lease)
 			}
 			if apierrors.IsAlreadyExists(err) {
 				a.lost(true)
@@ -317,6 +323,9 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 				races = 0
 				continue
 			}
+			if err := ctx.Err(); err != nil {
+				return rl.giveUp(ctx, name, lockerID, a.uncertain, err)
+			}
 			write = true
 			previous := ptr.Deref(a.lease.Spec.HolderIdentity, "")
 			var lease *coordinationv1.Lease
@@ -325,8 +334,7 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 				if previous != lockerID {
 					o.previousHolder = previous
 				}
-				a.acquired(lease)
-				return nil
+				return a.acquired(ctx, lease)
 			}
 			switch {
 			case apierrors.IsConflict(err):
@@ -397,16 +405,21 @@ func (a *acquirer) adopt(s watchState) bool {
 	return true
 }
 
-// acquired records the Lease this call wrote for the other waiters of the
-// locker, and tunes the handoff delay.
-func (a *acquirer) acquired(lease *coordinationv1.Lease) {
-	if a.lw == nil {
-		return
+// acquired ends the call after a write made lockerID the holder. It records
+// the Lease for the other waiters of the locker and tunes the handoff delay.
+// If the caller cancelled while the write was in flight, it releases the lock
+// and returns ctx.Err(): a cancelled AcquireLock leaves no lock held.
+func (a *acquirer) acquired(ctx context.Context, lease *coordinationv1.Lease) error {
+	if a.lw != nil {
+		if a.delayed {
+			a.lw.won()
+		}
+		a.lw.set(lease)
 	}
-	if a.delayed {
-		a.lw.won()
+	if err := ctx.Err(); err != nil {
+		return a.rl.giveUp(ctx, a.name, a.lockerID, true, err)
 	}
-	a.lw.set(lease)
+	return nil
 }
 
 // lost counts a handoff another waiter won; collided reports that this
@@ -603,7 +616,7 @@ func (rl *ResourceLocker) giveUp(ctx context.Context, name, lockerID string, unc
 	if !uncertain {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
 	defer cancel()
 	if rerr := rl.release(ctx, name, lockerID); rerr != nil {
 		return errors.Join(err, rerr)
@@ -644,7 +657,9 @@ func (rl *ResourceLocker) create(ctx context.Context, name, lockerID string, han
 			RenewTime:            &now,
 		},
 	}
-	if err := rl.client.Create(ctx, lease); err != nil {
+	wctx, cancel := writeContext(ctx)
+	defer cancel()
+	if err := rl.client.Create(wctx, lease); err != nil {
 		rl.metrics.APIError(name, err)
 		return nil, err
 	}
@@ -665,12 +680,25 @@ func (rl *ResourceLocker) claim(ctx context.Context, lease *coordinationv1.Lease
 	}
 	spec.RenewTime = &now
 	spec.LeaseDurationSeconds = ptr.To(int32(rl.leaseDuration / time.Second))
-	if err := rl.client.Update(ctx, lease); err != nil {
+	wctx, cancel := writeContext(ctx)
+	defer cancel()
+	if err := rl.client.Update(wctx, lease); err != nil {
 		rl.metrics.APIError(lease.Name, err)
 		return nil, err
 	}
 	rl.acquired(lease.Name, lockerID, lease, now.Time)
 	return lease, nil
+}
+
+// writeContext is the context of a Create or Update that may make the caller
+// the holder. Once sent, such a write runs to its end even if the caller
+// cancels: the client would give up on the request at once, but the server
+// may still apply it, after AcquireLock returned, and leave the lock held by
+// a caller that was told it failed. So the write is detached from the
+// caller's cancellation (not from its values), bounded by detachedTimeout,
+// and AcquireLock honours the cancel once the outcome is known.
+func writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
 }
 
 func (rl *ResourceLocker) delete(ctx context.Context, name string, v version) error {

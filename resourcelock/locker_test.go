@@ -1248,6 +1248,64 @@ func TestAcquireCancel(t *testing.T) {
 	}
 }
 
+// TestAcquireCancelledWriteRunsToItsEnd: a client gives up on a request whose
+// ctx is cancelled while the server may still apply it. Here the server
+// applies every write, but the client reports the cancel whenever the ctx it
+// was given is done by the time the response arrives, and the write lands
+// only after AcquireLock returned. AcquireLock must not leave that lock held:
+// it lets a write it sent run to its end, then releases what it won.
+func TestAcquireCancelledWriteRunsToItsEnd(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		seed []client.Object
+		verb string // the write in flight when the caller cancels
+	}{
+		{"Create", nil, "create"},
+		{"takeover Update", []client.Object{heldLease(holderOther, epoch.Add(-time.Hour), 15)}, "update"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base := newFake(tt.seed...)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var late []func() // writes the server applies after the client gave up
+			// respond models the request in flight when the caller cancels.
+			respond := func(ctx context.Context, verb string, apply func() error) error {
+				if verb != tt.verb {
+					return apply()
+				}
+				cancel()
+				if ctx.Err() != nil {
+					late = append(late, func() { _ = apply() })
+					return ctx.Err()
+				}
+				return apply()
+			}
+			inject := interceptor.Funcs{
+				Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					return respond(ctx, "create", func() error { return c.Create(context.Background(), obj, opts...) })
+				},
+				Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+					return respond(ctx, "update", func() error { return c.Update(context.Background(), obj, opts...) })
+				},
+			}
+			var log callLog
+			rl := resourcelock.NewResourceLocker(counted(base, &log, inject), unitNS,
+				resourcelock.WithClock(testingclock.NewFakeClock(epoch)), resourcelock.WithoutWatch())
+
+			err := rl.AcquireLock(ctx, "cm-lock", holderMe)
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("AcquireLock: got %v, want context.Canceled", err)
+			}
+			for _, apply := range late {
+				apply()
+			}
+			if got := holderOf(storedLease(t, base)); got == holderMe {
+				t.Errorf("holderIdentity after a cancelled AcquireLock: got %q, want the lock not held by it (requests %v)", got, &log)
+			}
+		})
+	}
+}
+
 // TestAcquireRejectedErrorsReturnAtOnce: an error that says the request was
 // refused for good ends AcquireLock after that one request.
 func TestAcquireRejectedErrorsReturnAtOnce(t *testing.T) {
