@@ -175,12 +175,31 @@ type section struct {
 	// first marks a worker's first section, when every worker arrives at
 	// once.
 	first bool
+	// round is the round the section belongs to, in a rounds workload.
+	round int
 }
+
+// workload is how the workers of a scenario ask for the lock.
+type workload int
+
+const (
+	// freeRunning: each worker loops on the lock as fast as it can. A worker
+	// that releases asks again at once, so a lock that lets the releaser
+	// win again serves one worker while the others starve, at the rate of
+	// one uncontended worker.
+	freeRunning workload = iota
+	// rounds: every worker does one section per round, and a round ends
+	// when all have, as replicas that each reconcile the same event do. A
+	// worker that starves holds up the round, so fairness is throughput.
+	rounds
+)
 
 // contend runs workers workers, each with a client of its own, for d: each
 // takes the lock (one shared name, or one per worker when distinct) and
-// increments a ConfigMap counter with a Get and an Update, again and again.
-func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct bool, d time.Duration) {
+// increments a ConfigMap counter with a Get and an Update, again and again
+// (freeRunning) or once per round (rounds; the last round started before d
+// runs to its end).
+func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct bool, load workload, d time.Duration) {
 	var reqs testenv.Requests
 	admin := testenv.Client(b)
 	ns := testenv.Namespace(b, admin)
@@ -203,35 +222,51 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 	ws := make([]*worker, workers)
 	for i := range ws {
 		ws[i] = newWorker()
+		warmUp(b, ws[i], client.ObjectKey{Namespace: ns, Name: names[i]})
 	}
 	reqs.Reset()
 
 	var mu sync.Mutex
 	byLock := map[string][]section{}
-	var wg sync.WaitGroup
+	// once runs worker i's section number n of round r.
+	once := func(i, r int, first bool) bool {
+		w, name := ws[i], names[i]
+		s := section{asked: time.Now(), first: first, round: r}
+		err := lock(ctx, w, name, func(ctx context.Context) error {
+			s.acquired = time.Now()
+			return increment(ctx, w.c, client.ObjectKey{Namespace: ns, Name: name})
+		})
+		s.released = time.Now()
+		if err != nil {
+			b.Errorf("worker %d: %v", i, err)
+			return false
+		}
+		mu.Lock()
+		byLock[name] = append(byLock[name], s)
+		mu.Unlock()
+		return true
+	}
 	start := time.Now()
 	end := start.Add(d)
-	for i, w := range ws {
-		name := names[i]
-		wg.Go(func() {
-			for first := true; time.Now().Before(end); first = false {
-				s := section{asked: time.Now(), first: first}
-				err := lock(ctx, w, name, func(ctx context.Context) error {
-					s.acquired = time.Now()
-					return increment(ctx, w.c, client.ObjectKey{Namespace: ns, Name: name})
-				})
-				s.released = time.Now()
-				if err != nil {
-					b.Errorf("worker %d: %v", i, err)
-					return
+	switch load {
+	case freeRunning:
+		var wg sync.WaitGroup
+		for i := range ws {
+			wg.Go(func() {
+				for first := true; time.Now().Before(end) && once(i, 0, first); first = false {
 				}
-				mu.Lock()
-				byLock[name] = append(byLock[name], s)
-				mu.Unlock()
+			})
+		}
+		wg.Wait()
+	case rounds:
+		for r := 0; r == 0 || time.Now().Before(end); r++ {
+			var wg sync.WaitGroup
+			for i := range ws {
+				wg.Go(func() { once(i, r, r == 0) })
 			}
-		})
+			wg.Wait()
+		}
 	}
-	wg.Wait()
 	elapsed := time.Since(start)
 
 	var waits, later, handoffs []time.Duration
@@ -244,7 +279,9 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 			if !s.first {
 				later = append(later, s.acquired.Sub(s.asked))
 			}
-			if i > 0 {
+			// A handoff is within a round: between rounds the lock waits for
+			// the slowest worker of the last one.
+			if i > 0 && ss[i-1].round == s.round {
 				handoffs = append(handoffs, s.acquired.Sub(ss[i-1].released))
 			}
 		}
@@ -270,6 +307,10 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		delete(m, "handoff-p50-ms")
 		delete(m, "handoff-p99-ms")
 	}
+	if load == rounds {
+		// Every round starts with all workers at once.
+		delete(m, "later-wait-p99-ms")
+	}
 	for unit, v := range m {
 		b.ReportMetric(v, unit)
 	}
@@ -279,6 +320,24 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		}
 	}
 	record(b, scenario, row, m)
+}
+
+// warmUp sends w's first requests before the clock starts: a new client
+// connects, and controller-runtime's discovers the API on first use of a
+// kind, which is no part of waiting for a lock.
+func warmUp(b *testing.B, w *worker, key client.ObjectKey) {
+	ctx := context.Background()
+	if err := w.c.Get(ctx, key, &corev1.ConfigMap{}); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.c.Get(ctx, key, &coordinationv1.Lease{}); client.IgnoreNotFound(err) != nil {
+		b.Fatal(err)
+	}
+	if w.cs != nil {
+		if _, err := w.cs.CoordinationV1().Leases(key.Namespace).Get(ctx, key.Name, metav1.GetOptions{}); client.IgnoreNotFound(err) != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func increment(ctx context.Context, c client.Client, key client.ObjectKey) error {
@@ -304,20 +363,28 @@ func percentile(ds []time.Duration, p int) time.Duration {
 
 // BenchmarkContended8 is 8 workers on one lock, leaselock against its
 // baselines: polling every 500ms, client-go leaderelection as a lock, and
-// the serial floor (one worker, no contention).
+// the serial floor (one worker, no contention); each in both workloads.
 func BenchmarkContended8(b *testing.B) {
-	for _, kind := range []string{"leaselock", "leaselock-poll-500ms", "client-go-leaderelection"} {
-		b.Run(kind, func(b *testing.B) {
+	for _, load := range []struct {
+		name, scenario string
+		load           workload
+	}{
+		{"rounds", rounds8, rounds},
+		{"free", free8, freeRunning},
+	} {
+		for _, kind := range []string{"leaselock", "leaselock-poll-500ms", "client-go-leaderelection"} {
+			b.Run(load.name+"/"+kind, func(b *testing.B) {
+				for b.Loop() {
+					contend(b, load.scenario, kind, kind, 8, false, load.load, runFor())
+				}
+			})
+		}
+		b.Run(load.name+"/serial-floor", func(b *testing.B) {
 			for b.Loop() {
-				contend(b, "8 workers, one lock", kind, kind, 8, false, runFor())
+				contend(b, load.scenario, "serial floor (1 worker)", "leaselock", 1, false, load.load, runFor())
 			}
 		})
 	}
-	b.Run("serial-floor", func(b *testing.B) {
-		for b.Loop() {
-			contend(b, "8 workers, one lock", "serial floor (1 worker)", "leaselock", 1, false, runFor())
-		}
-	})
 }
 
 // BenchmarkScale is the cost curve: 1, 2, 8 and 32 contenders on one lock,
@@ -326,13 +393,13 @@ func BenchmarkScale(b *testing.B) {
 	for _, n := range []int{1, 2, 8, 32} {
 		b.Run(fmt.Sprintf("contenders-%d", n), func(b *testing.B) {
 			for b.Loop() {
-				contend(b, "scale", fmt.Sprintf("%d contenders, one lock", n), "leaselock", n, false, runFor())
+				contend(b, "scale", fmt.Sprintf("%d contenders, one lock", n), "leaselock", n, false, freeRunning, runFor())
 			}
 		})
 	}
 	b.Run("distinct-32", func(b *testing.B) {
 		for b.Loop() {
-			contend(b, "scale", "32 workers, 32 locks", "leaselock", 32, true, runFor())
+			contend(b, "scale", "32 workers, 32 locks", "leaselock", 32, true, freeRunning, runFor())
 		}
 	})
 }
