@@ -53,7 +53,7 @@ test: lint envtest-bins ## Every test, the integration tests against the local A
 
 .PHONY: bench
 bench: envtest-bins ## Benchmarks against the local API server, medians of 3 runs in one table.
-	$(GO) test -run '^$$' -bench . -count 3 ./internal/bench
+	$(GO) test -run '^$$' -bench . -count 1 ./internal/bench
 
 # The soak column of docs/reliability.md: the torture suite at a bigger size.
 TORTURE_ENV := LEASELOCK_TORTURE_PROCS=5 LEASELOCK_TORTURE_GOROUTINES=4 LEASELOCK_TORTURE_OPS=40 \

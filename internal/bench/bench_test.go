@@ -36,6 +36,17 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(tableAfter{testenv.Main(m)}, testenv.IgnoredGoroutines()...)
 }
 
+// runs is how many times each benchmark measures every row:
+// $LEASELOCK_BENCH_RUNS, 3 by default. The table gives the median. Rows take
+// turns run by run (make bench passes -count 1), so the machine's drift over
+// the minutes of a run falls on every row alike.
+func runs() int {
+	if n, err := strconv.Atoi(os.Getenv("LEASELOCK_BENCH_RUNS")); err == nil && n > 0 {
+		return n
+	}
+	return 3
+}
+
 // runFor is how long each contended scenario runs:
 // $LEASELOCK_BENCH_SECONDS, 4s by default.
 func runFor() time.Duration {
@@ -51,6 +62,12 @@ func runFor() time.Duration {
 // then falls on both alike, and the ratio measures the lock, not the moment.
 // Each row reports its mean time per cycle (ns/op) and its median.
 func BenchmarkUncontended(b *testing.B) {
+	for range runs() {
+		b.Run("paired", uncontended)
+	}
+}
+
+func uncontended(b *testing.B) {
 	var lockReqs, rawReqs testenv.Requests
 	lc := testenv.CountedClient(b, &lockReqs)
 	rc := testenv.CountedClient(b, &rawReqs)
@@ -394,41 +411,45 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // baselines: polling every 500ms, client-go leaderelection as a lock, and
 // the serial floor (one worker, no contention); each in both workloads.
 func BenchmarkContended8(b *testing.B) {
-	for _, load := range []struct {
-		name, scenario string
-		load           workload
-	}{
-		{"rounds", rounds8, rounds},
-		{"free", free8, freeRunning},
-	} {
-		for _, kind := range []string{"leaselock", "leaselock-poll-500ms", "client-go-leaderelection"} {
-			b.Run(load.name+"/"+kind, func(b *testing.B) {
+	for range runs() {
+		for _, load := range []struct {
+			name, scenario string
+			load           workload
+		}{
+			{"rounds", rounds8, rounds},
+			{"free", free8, freeRunning},
+		} {
+			for _, kind := range []string{"leaselock", "leaselock-poll-500ms", "client-go-leaderelection"} {
+				b.Run(load.name+"/"+kind, func(b *testing.B) {
+					for b.Loop() {
+						contend(b, load.scenario, kind, kind, 8, false, load.load, runFor())
+					}
+				})
+			}
+			b.Run(load.name+"/serial-floor", func(b *testing.B) {
 				for b.Loop() {
-					contend(b, load.scenario, kind, kind, 8, false, load.load, runFor())
+					contend(b, load.scenario, "serial floor (1 worker)", "leaselock", 1, false, load.load, runFor())
 				}
 			})
 		}
-		b.Run(load.name+"/serial-floor", func(b *testing.B) {
-			for b.Loop() {
-				contend(b, load.scenario, "serial floor (1 worker)", "leaselock", 1, false, load.load, runFor())
-			}
-		})
 	}
 }
 
 // BenchmarkScale is the cost curve: 1, 2, 8 and 32 contenders on one lock,
 // and 32 workers on 32 locks of their own.
 func BenchmarkScale(b *testing.B) {
-	for _, n := range []int{1, 2, 8, 32} {
-		b.Run(fmt.Sprintf("contenders-%d", n), func(b *testing.B) {
+	for range runs() {
+		for _, n := range []int{1, 2, 8, 32} {
+			b.Run(fmt.Sprintf("contenders-%d", n), func(b *testing.B) {
+				for b.Loop() {
+					contend(b, "scale", fmt.Sprintf("%d contenders, one lock", n), "leaselock", n, false, freeRunning, runFor())
+				}
+			})
+		}
+		b.Run("distinct-32", func(b *testing.B) {
 			for b.Loop() {
-				contend(b, "scale", fmt.Sprintf("%d contenders, one lock", n), "leaselock", n, false, freeRunning, runFor())
+				contend(b, "scale", "32 workers, 32 locks", "leaselock", 32, true, freeRunning, runFor())
 			}
 		})
 	}
-	b.Run("distinct-32", func(b *testing.B) {
-		for b.Loop() {
-			contend(b, "scale", "32 workers, 32 locks", "leaselock", 32, true, freeRunning, runFor())
-		}
-	})
 }
