@@ -315,13 +315,17 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 	}
 	elapsed := time.Since(start)
 
-	var waits, later, handoffs []time.Duration
+	var waits, later, handoffs, turns []time.Duration
 	n := 0
 	for _, ss := range byLock {
 		n += len(ss)
 		slices.SortFunc(ss, func(a, b section) int { return a.acquired.Compare(b.acquired) })
 		for i, s := range ss {
 			waits = append(waits, s.acquired.Sub(s.asked))
+			// The holders that went before this one while it waited: a
+			// queue served in order has at most workers-1.
+			j, _ := slices.BinarySearchFunc(ss[:i], s.asked, func(x section, t time.Time) int { return x.acquired.Compare(t) })
+			turns = append(turns, time.Duration(i-j))
 			if !s.first {
 				later = append(later, s.acquired.Sub(s.asked))
 			}
@@ -348,10 +352,12 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		"requests/acq":      float64(reqs.Count("", "leases")) / float64(max(n, 1)),
 		"handoff-p50-ms":    ms(percentile(handoffs, 50)),
 		"handoff-p99-ms":    ms(percentile(handoffs, 99)),
+		"turns-waited-p99":  float64(percentile(turns, 99)),
 	}
 	if distinct {
 		delete(m, "handoff-p50-ms")
 		delete(m, "handoff-p99-ms")
+		delete(m, "turns-waited-p99")
 	}
 	if load == rounds {
 		// Every round starts with all workers at once.
