@@ -462,10 +462,21 @@ func (a *acquirer) awaitWatch(ctx context.Context) bool {
 
 // herdDelay waits a random head start, shorter the more handoffs this call
 // lost, unless the watch shows another waiter's Lease first.
+//
+// A locker that deleted the Lease itself knows before the watch shows it, a
+// round trip before every other waiter. Its head start begins when its own
+// watch shows the deletion, as theirs do: otherwise a releaser that asks
+// again at once would win every handoff it ties.
 func (a *acquirer) herdDelay(ctx context.Context) error {
 	a.delayed = true
-	t := time.NewTimer(a.lw.herdDelay(a.handoffs))
-	defer t.Stop()
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	confirm := time.NewTimer(maxConfirm)
+	defer confirm.Stop()
 	for {
 		s := a.lw.state()
 		if s.seq != a.seq && s.lease != nil && a.adopt(s) {
@@ -473,11 +484,24 @@ func (a *acquirer) herdDelay(ctx context.Context) error {
 			a.delayed = false
 			return nil
 		}
+		var fired <-chan time.Time
+		switch {
+		case t != nil:
+			fired = t.C
+		case !s.unconfirmed || !s.healthy:
+			t = time.NewTimer(a.lw.herdDelay(a.handoffs))
+			fired = t.C
+		default:
+			fired = confirm.C
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
-			return nil
+		case <-fired:
+			if t != nil {
+				return nil
+			}
+			t = time.NewTimer(a.lw.herdDelay(a.handoffs)) // never confirmed
 		case <-s.changed:
 		}
 	}

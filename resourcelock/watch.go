@@ -28,6 +28,10 @@ const (
 	minGap   = time.Millisecond
 	firstGap = 2 * time.Millisecond
 	maxGap   = 10 * time.Millisecond
+
+	// maxConfirm bounds how long a releaser waits for its watch to show its
+	// own deletion before it starts its head start; see herdDelay.
+	maxConfirm = 50 * time.Millisecond
 )
 
 // leaseWatch follows one Lease through a watch, for every waiter of one
@@ -46,6 +50,9 @@ type leaseWatch struct {
 	seq uint64
 	// healthy is false once the watch ended; waiters then poll.
 	healthy bool
+	// unconfirmed is set while lease is nil because this locker deleted it
+	// and the watch has not shown the deletion yet.
+	unconfirmed bool
 	// changed is closed, and replaced, whenever lease changes or the watch
 	// ends.
 	changed chan struct{}
@@ -147,10 +154,10 @@ func (rl *ResourceLocker) deleted(name string, uid types.UID) {
 		return
 	}
 	lw.mu.Lock()
-	current := lw.lease != nil && lw.lease.UID == uid
-	lw.mu.Unlock()
-	if current {
-		lw.set(nil)
+	defer lw.mu.Unlock()
+	if lw.lease != nil && lw.lease.UID == uid {
+		lw.update(nil)
+		lw.unconfirmed = true
 	}
 }
 
@@ -197,7 +204,12 @@ func (lw *leaseWatch) end() {
 func (lw *leaseWatch) set(lease *coordinationv1.Lease) {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	lw.lease = lease
+	lw.update(lease)
+}
+
+// update is set with lw.mu held.
+func (lw *leaseWatch) update(lease *coordinationv1.Lease) {
+	lw.lease, lw.unconfirmed = lease, false
 	lw.seq++
 	if lease != nil {
 		if n, err := strconv.Atoi(lease.Annotations[HandoffsAnnotation]); err == nil {
@@ -210,10 +222,11 @@ func (lw *leaseWatch) set(lease *coordinationv1.Lease) {
 
 // watchState is what a leaseWatch knows at one moment.
 type watchState struct {
-	lease   *coordinationv1.Lease
-	seq     uint64
-	healthy bool
-	changed <-chan struct{}
+	lease       *coordinationv1.Lease
+	seq         uint64
+	healthy     bool
+	unconfirmed bool
+	changed     <-chan struct{}
 }
 
 // state returns what the watch knows now, with a channel closed at the next
@@ -221,7 +234,7 @@ type watchState struct {
 func (lw *leaseWatch) state() watchState {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	return watchState{lw.lease, lw.seq, lw.healthy, lw.changed}
+	return watchState{lw.lease, lw.seq, lw.healthy, lw.unconfirmed, lw.changed}
 }
 
 // hold adds a reference; lw.mu must be held.
