@@ -52,7 +52,7 @@ test: lint envtest-bins ## Every test, the integration tests against the local A
 	$(GO) test -race -count=1 ./...
 
 .PHONY: bench
-bench: envtest-bins ## Benchmarks against the local API server, medians of 3 runs in one table.
+bench: envtest-bins ## Benchmarks against the local API server, medians of 5 runs in one table.
 	$(GO) test -run '^$$' -bench . -count 1 ./internal/bench
 
 # The soak column of docs/reliability.md: the torture suite at a bigger size.

@@ -37,14 +37,14 @@ func TestMain(m *testing.M) {
 }
 
 // runs is how many times each benchmark measures every row:
-// $LEASELOCK_BENCH_RUNS, 3 by default. The table gives the median. Rows take
+// $LEASELOCK_BENCH_RUNS, 5 by default. The table gives the median. Rows take
 // turns run by run (make bench passes -count 1), so the machine's drift over
 // the minutes of a run falls on every row alike.
 func runs() int {
 	if n, err := strconv.Atoi(os.Getenv("LEASELOCK_BENCH_RUNS")); err == nil && n > 0 {
 		return n
 	}
-	return 3
+	return 5
 }
 
 // runFor is how long each contended scenario runs:
