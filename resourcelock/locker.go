@@ -38,8 +38,8 @@ const (
 	managedByValue = "leaselock"
 
 	// detachedTimeout bounds a request AcquireLock sends on a context
-	// detached from the caller's cancellation: a write already decided on
-	// (see write), and the release when it gives up after a write whose
+	// detached from the caller's cancellation: a write already sent (see
+	// writeContext), and the release when it gives up after a write whose
 	// outcome it could not see.
 	detachedTimeout = 5 * time.Second
 
@@ -469,14 +469,8 @@ func (a *acquirer) awaitWatch(ctx context.Context) bool {
 // again at once would win every handoff it ties.
 func (a *acquirer) herdDelay(ctx context.Context) error {
 	a.delayed = true
-	var t *time.Timer
-	defer func() {
-		if t != nil {
-			t.Stop()
-		}
-	}()
-	confirm := time.NewTimer(maxConfirm)
-	defer confirm.Stop()
+	var headStart <-chan time.Time // nil until the deletion is confirmed
+	confirm := time.After(maxConfirm)
 	for {
 		s := a.lw.state()
 		if s.seq != a.seq && s.lease != nil && a.adopt(s) {
@@ -484,24 +478,19 @@ func (a *acquirer) herdDelay(ctx context.Context) error {
 			a.delayed = false
 			return nil
 		}
-		var fired <-chan time.Time
-		switch {
-		case t != nil:
-			fired = t.C
-		case !s.unconfirmed || !s.healthy:
-			t = time.NewTimer(a.lw.herdDelay(a.handoffs))
-			fired = t.C
-		default:
-			fired = confirm.C
+		if headStart == nil && (!s.unconfirmed || !s.healthy) {
+			headStart = time.After(a.lw.herdDelay(a.handoffs))
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-fired:
-			if t != nil {
-				return nil
+		case <-headStart:
+			return nil
+		case <-confirm:
+			if headStart == nil { // the watch never showed it
+				headStart = time.After(a.lw.herdDelay(a.handoffs))
 			}
-			t = time.NewTimer(a.lw.herdDelay(a.handoffs)) // never confirmed
+			confirm = nil
 		case <-s.changed:
 		}
 	}
