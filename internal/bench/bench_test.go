@@ -274,7 +274,8 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 
 	var mu sync.Mutex
 	byLock := map[string][]section{}
-	// once runs worker i's section number n of round r.
+	// once runs one section of worker i in round r, and reports whether it
+	// succeeded.
 	once := func(i, r int, first bool) bool {
 		w, name := ws[i], names[i]
 		s := section{asked: time.Now(), first: first, round: r}
