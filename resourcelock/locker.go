@@ -196,10 +196,11 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 // return at once, wrapped so that apierrors.IsForbidden and friends still
 // hold. If AcquireLock gives up after a write whose response it did not see,
 // it deletes the Lease if that write made it the holder, so a cancelled or
-// failed call leaves no Lease of its own behind. A cancel that arrives while a
-// Create or Update is in flight lets that write finish (it takes
-// milliseconds; the server might apply it after the client gave up), then
-// releases the Lease if the write won it, and returns ctx.Err().
+// failed call leaves no Lease of its own behind. A cancel (or deadline) that
+// arrives while a Create or Update is in flight lets that write finish, since
+// the server might apply it after the client gave up: it takes milliseconds,
+// and is cut off after 5s even against a server that does not answer. Then
+// AcquireLock releases the Lease if the write won it and returns ctx.Err().
 //
 // name must be a valid Lease name (a lowercase RFC 1123 subdomain) and
 // lockerID must not be empty; otherwise AcquireLock returns an error before
