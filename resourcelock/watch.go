@@ -53,6 +53,8 @@ type leaseWatch struct {
 	// unconfirmed is set while lease is nil because this locker deleted it
 	// and the watch has not shown the deletion yet.
 	unconfirmed bool
+	// deletedAt is when lease became nil, in real time.
+	deletedAt time.Time
 	// changed is closed, and replaced, whenever lease changes or the watch
 	// ends.
 	changed chan struct{}
@@ -211,7 +213,9 @@ func (lw *leaseWatch) set(lease *coordinationv1.Lease) {
 func (lw *leaseWatch) update(lease *coordinationv1.Lease) {
 	lw.lease, lw.unconfirmed = lease, false
 	lw.seq++
-	if lease != nil {
+	if lease == nil {
+		lw.deletedAt = time.Now()
+	} else {
 		if n, err := strconv.Atoi(lease.Annotations[HandoffsAnnotation]); err == nil {
 			lw.rounds = n
 		}
@@ -278,12 +282,23 @@ func (lw *leaseWatch) drop() {
 // acquisition waited, which in a steady queue is the number of other waiters,
 // so the head of the queue goes at once and each waiter behind it a gap
 // later. Every winner records its count on the Lease it creates
-// (HandoffsAnnotation), so all waiters share the same rounds. The gap grows when a Create collides (two waiters went together) and
-// shrinks when one wins cleanly, to fit how fast the watch shows a new Lease.
+// (HandoffsAnnotation), so all waiters share the same rounds. The gap grows
+// when a Create collides (two waiters went together) and shrinks when one
+// wins cleanly, to fit how fast the watch shows a new Lease. See headStart.
 func (lw *leaseWatch) herdDelay(lost int) time.Duration {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	return time.Duration(max(lw.rounds-lost, 0))*lw.gap + time.Duration(rand.Int64N(int64(lw.gap/2)+1))
+	return headStart(lw.rounds-lost, lw.gap, time.Since(lw.deletedAt))
+}
+
+// headStart is the delay of a waiter with ahead handoffs fewer than the
+// last winner waited, since seen ago the deletion. The head start counts from
+// the deletion, not from the call: a waiter that arrives when the Lease has
+// long been gone, after the waiters that saw it go had their turn, creates
+// it at once.
+func headStart(ahead int, gap, seen time.Duration) time.Duration {
+	d := time.Duration(max(ahead, 0))*gap + time.Duration(rand.Int64N(int64(gap/2)+1))
+	return max(d-seen, 0)
 }
 
 // collided widens the gap after this locker's delayed Create lost a race.
