@@ -394,6 +394,8 @@ type acquirer struct {
 	delayed bool
 	// handoffs counts the handoffs that another waiter won.
 	handoffs int
+	// collisions counts this call's Creates that lost to another waiter's.
+	collisions int
 }
 
 // adopt takes the Lease as the watch shows it, if the watch is healthy.
@@ -431,6 +433,7 @@ func (a *acquirer) lost(collided bool) {
 	}
 	a.handoffs++
 	if collided {
+		a.collisions++
 		a.lw.collided()
 	}
 }
@@ -480,7 +483,7 @@ func (a *acquirer) herdDelay(ctx context.Context) error {
 			return nil
 		}
 		if headStart == nil && (!s.unconfirmed || !s.healthy) {
-			headStart = time.After(a.lw.herdDelay(a.handoffs))
+			headStart = time.After(a.lw.herdDelay(a.handoffs, a.collisions))
 		}
 		select {
 		case <-ctx.Done():
@@ -489,7 +492,7 @@ func (a *acquirer) herdDelay(ctx context.Context) error {
 			return nil
 		case <-confirm:
 			if headStart == nil { // the watch never showed it
-				headStart = time.After(a.lw.herdDelay(a.handoffs))
+				headStart = time.After(a.lw.herdDelay(a.handoffs, a.collisions))
 			}
 			confirm = nil
 		case <-s.changed:

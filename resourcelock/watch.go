@@ -277,27 +277,37 @@ func (lw *leaseWatch) drop() {
 // delay ends creates the Lease; the others see it arrive on the watch during
 // their own delay and go on waiting, instead of sending a Create that would
 // fail. The longest waiter should go first: the delay is one gap for every
-// handoff fewer than rounds that the waiter has seen, plus a random half gap
-// to break ties. rounds is the number of handoffs this locker's last winning
+// handoff fewer than rounds that the waiter has seen, plus a random tie-break
+// (tieWindow). rounds is the number of handoffs this locker's last winning
 // acquisition waited, which in a steady queue is the number of other waiters,
 // so the head of the queue goes at once and each waiter behind it a gap
 // later. Every winner records its count on the Lease it creates
 // (HandoffsAnnotation), so all waiters share the same rounds. The gap grows
 // when a Create collides (two waiters went together) and shrinks when one
 // wins cleanly, to fit how fast the watch shows a new Lease. See headStart.
-func (lw *leaseWatch) herdDelay(lost int) time.Duration {
+func (lw *leaseWatch) herdDelay(lost, collisions int) time.Duration {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	return headStart(lw.rounds-lost, lw.gap, time.Since(lw.deletedAt))
+	return headStart(lw.rounds-lost, lw.gap, tieWindow(lw.gap, collisions), time.Since(lw.deletedAt))
+}
+
+// tieWindow is the random part of a head start: an eighth of a gap for a
+// call whose Creates have not collided, doubling with each collision up to
+// half a gap. Waiters a gap apart need no tie-break, and the head of the
+// queue should not wait for one; waiters that collided are tied with others
+// and spread out.
+func tieWindow(gap time.Duration, collisions int) time.Duration {
+	return gap / 8 << min(collisions, 2)
 }
 
 // headStart is the delay of a waiter with ahead handoffs fewer than the
-// last winner waited, since seen ago the deletion. The head start counts from
+// last winner waited, seen after the deletion, with a random tie-break of up
+// to tie. The head start counts from
 // the deletion, not from the call: a waiter that arrives when the Lease has
 // long been gone, after the waiters that saw it go had their turn, creates
 // it at once.
-func headStart(ahead int, gap, seen time.Duration) time.Duration {
-	d := time.Duration(max(ahead, 0))*gap + time.Duration(rand.Int64N(int64(gap/2)+1))
+func headStart(ahead int, gap, tie, seen time.Duration) time.Duration {
+	d := time.Duration(max(ahead, 0))*gap + time.Duration(rand.Int64N(int64(tie)+1))
 	return max(d-seen, 0)
 }
 

@@ -6,9 +6,8 @@ import (
 )
 
 // TestHeadStart: waiters that saw the deletion go in order of handoffs
-// waited, a gap apart, with a random half gap to break ties; the head start
-// counts from the deletion, so a waiter that comes after it is over goes at
-// once.
+// waited, a gap apart, with a random tie-break; the head start counts from
+// the deletion, so a waiter that comes after it is over goes at once.
 func TestHeadStart(t *testing.T) {
 	const gap = 4 * time.Millisecond
 	tests := []struct {
@@ -27,10 +26,30 @@ func TestHeadStart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for range 200 {
-				if got := headStart(tt.ahead, gap, tt.seen); got < tt.min || got > tt.max {
+				if got := headStart(tt.ahead, gap, gap/2, tt.seen); got < tt.min || got > tt.max {
 					t.Fatalf("headStart(%d, %v, %v) = %v, want in [%v, %v]", tt.ahead, gap, tt.seen, got, tt.min, tt.max)
 				}
 			}
 		})
+	}
+}
+
+// TestTieWindow: an eighth of a gap until a call's Create collides, then
+// doubling up to half a gap, so the tie-break never reaches the next slot.
+func TestTieWindow(t *testing.T) {
+	const gap = 8 * time.Millisecond
+	tests := []struct {
+		collisions int
+		want       time.Duration
+	}{
+		{0, time.Millisecond},
+		{1, 2 * time.Millisecond},
+		{2, 4 * time.Millisecond},
+		{9, 4 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := tieWindow(gap, tt.collisions); got != tt.want {
+			t.Errorf("tieWindow(%v, %d): got %v, want %v", gap, tt.collisions, got, tt.want)
+		}
 	}
 }
