@@ -64,6 +64,11 @@ type leaseWatch struct {
 	// gap and rounds tune herdDelay; rounds is read from the Leases seen.
 	gap    time.Duration
 	rounds int
+	// queue estimates how many lockers take turns at the Lease: one more
+	// than the most handoffs a recent winner waited. queueAge counts the
+	// Leases seen since; after twice queue of them the estimate starts again
+	// from the last winner, so lockers that left stop counting.
+	queue, queueAge int
 }
 
 // watchable returns the client to watch Leases with, or nil.
@@ -218,6 +223,9 @@ func (lw *leaseWatch) update(lease *coordinationv1.Lease) {
 	} else {
 		if n, err := strconv.Atoi(lease.Annotations[HandoffsAnnotation]); err == nil {
 			lw.rounds = n
+			if lw.queueAge++; n+1 >= lw.queue || lw.queueAge > 2*lw.queue {
+				lw.queue, lw.queueAge = n+1, 0
+			}
 		}
 	}
 	close(lw.changed)
@@ -284,20 +292,39 @@ func (lw *leaseWatch) drop() {
 // later. Every winner records its count on the Lease it creates
 // (HandoffsAnnotation), so all waiters share the same rounds. The gap grows
 // when a Create collides (two waiters went together) and shrinks when one
-// wins cleanly, to fit how fast the watch shows a new Lease. See headStart.
+// wins cleanly, to fit how fast the watch shows a new Lease. See headStart
+// and tieWindow.
 func (lw *leaseWatch) herdDelay(lost, collisions int) time.Duration {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	return headStart(lw.rounds-lost, lw.gap, tieWindow(lw.gap, collisions), time.Since(lw.deletedAt))
+	tie := tieWindow(lw.gap, collisions, peers(lost, lw.rounds, lw.queue))
+	return headStart(lw.rounds-lost, lw.gap, tie, time.Since(lw.deletedAt))
 }
 
 // tieWindow is the random part of a head start: an eighth of a gap for a
 // call whose Creates have not collided, doubling with each collision up to
-// half a gap. Waiters a gap apart need no tie-break, and the head of the
-// queue should not wait for one; waiters that collided are tied with others
-// and spread out.
-func tieWindow(gap time.Duration, collisions int) time.Duration {
-	return gap / 8 << min(collisions, 2)
+// half a gap, and half a gap more for each peer (see peers). Waiters a gap
+// apart need no tie-break, and the head of the queue should not wait for
+// one; waiters that collided are tied with others and spread out. Peers are
+// tied by construction, all of them: spread over half a gap each, the first
+// of them to go is usually alone, and the others see its Lease in time.
+func tieWindow(gap time.Duration, collisions, peers int) time.Duration {
+	return gap/8<<min(collisions, 2) + time.Duration(peers)*gap/2
+}
+
+// peers estimates how many other waiters are tied with one that lost lost
+// handoffs. Lockers that asked together, as replicas do that all saw the
+// same event, lose every handoff together, so handoffs waited cannot order
+// them. The last winner of such a cohort had waited rounds handoffs, and
+// each of its peers has now lost one more; of a cohort as big as the queue,
+// lost have had their turn, so queue-1-lost others still wait. A waiter that
+// lost any other count has no known peers: the head of a queue served in
+// order has lost as many as the last winner, not one more.
+func peers(lost, rounds, queue int) int {
+	if lost != rounds+1 {
+		return 0
+	}
+	return max(queue-1-lost, 0)
 }
 
 // headStart is the delay of a waiter with ahead handoffs fewer than the

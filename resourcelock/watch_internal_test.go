@@ -1,8 +1,12 @@
 package resourcelock
 
 import (
+	"strconv"
 	"testing"
 	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestHeadStart: waiters that saw the deletion go in order of handoffs
@@ -35,21 +39,76 @@ func TestHeadStart(t *testing.T) {
 }
 
 // TestTieWindow: an eighth of a gap until a call's Create collides, then
-// doubling up to half a gap, so the tie-break never reaches the next slot.
+// doubling up to half a gap, so the tie-break never reaches the next slot;
+// half a gap more for each peer.
 func TestTieWindow(t *testing.T) {
 	const gap = 8 * time.Millisecond
 	tests := []struct {
-		collisions int
-		want       time.Duration
+		collisions, peers int
+		want              time.Duration
 	}{
-		{0, time.Millisecond},
-		{1, 2 * time.Millisecond},
-		{2, 4 * time.Millisecond},
-		{9, 4 * time.Millisecond},
+		{0, 0, time.Millisecond},
+		{1, 0, 2 * time.Millisecond},
+		{2, 0, 4 * time.Millisecond},
+		{9, 0, 4 * time.Millisecond},
+		{0, 1, 5 * time.Millisecond},
+		{1, 6, 26 * time.Millisecond},
 	}
 	for _, tt := range tests {
-		if got := tieWindow(gap, tt.collisions); got != tt.want {
-			t.Errorf("tieWindow(%v, %d): got %v, want %v", gap, tt.collisions, got, tt.want)
+		if got := tieWindow(gap, tt.collisions, tt.peers); got != tt.want {
+			t.Errorf("tieWindow(%v, %d, %d): got %v, want %v", gap, tt.collisions, tt.peers, got, tt.want)
 		}
+	}
+}
+
+// TestPeers: only a waiter that lost one handoff more than the last winner
+// had is tied with a cohort, and its peers are the rest of the queue that
+// has not had its turn.
+func TestPeers(t *testing.T) {
+	tests := []struct {
+		name                string
+		lost, rounds, queue int
+		want                int
+	}{
+		{"8 asked together, first handoff done", 1, 0, 8, 6},
+		{"8 asked together, 6 handoffs done", 6, 5, 8, 1},
+		{"last of the cohort", 7, 6, 8, 0},
+		{"head of a queue served in order", 7, 7, 8, 0},
+		{"behind the head", 3, 7, 8, 0},
+		{"passed by the last winner", 5, 1, 8, 0},
+		{"queue not known yet", 1, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := peers(tt.lost, tt.rounds, tt.queue); got != tt.want {
+				t.Errorf("peers(%d, %d, %d): got %d, want %d", tt.lost, tt.rounds, tt.queue, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestQueueEstimate: the queue is one more than the most handoffs a recent
+// winner waited, and forgets lockers that left once twice its length of
+// winners have waited less.
+func TestQueueEstimate(t *testing.T) {
+	lw := &leaseWatch{changed: make(chan struct{})}
+	see := func(waited ...int) {
+		for _, n := range waited {
+			lw.update(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
+				Annotations: map[string]string{HandoffsAnnotation: strconv.Itoa(n)},
+			}})
+		}
+	}
+	see(0, 1, 2, 3, 4, 5, 6, 7) // a round of 8 that asked together
+	if lw.queue != 8 {
+		t.Fatalf("after a round of 8: got queue %d, want 8", lw.queue)
+	}
+	see(0, 1, 2, 3, 4, 5, 6) // the next round, not over yet
+	if lw.queue != 8 {
+		t.Fatalf("within the next round: got queue %d, want 8", lw.queue)
+	}
+	see(1, 1, 1, 1, 1, 1, 1, 1, 1, 1) // six left; two take turns
+	if lw.queue != 2 {
+		t.Fatalf("after two took turns 10 times: got queue %d, want 2", lw.queue)
 	}
 }
