@@ -3,9 +3,11 @@ package testenv
 import (
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/transport"
@@ -14,9 +16,11 @@ import (
 
 // Requests counts the requests clients send, by verb and resource, on the
 // client side: what a lock costs the API server, measured, not estimated.
+// It also times the writes that succeed.
 type Requests struct {
 	mu     sync.Mutex
 	counts map[[2]string]int
+	writes map[string][]time.Duration
 }
 
 // Count returns the requests of verb (get, list, watch, create, update,
@@ -33,11 +37,30 @@ func (r *Requests) Count(verb, resource string) int {
 	return n
 }
 
-// Reset sets every count to zero.
+// Writes returns how long each write (create, update, patch, delete) of
+// resource that succeeded took, from sending it to its response.
+func (r *Requests) Writes(resource string) []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.writes[resource])
+}
+
+// Reset sets every count to zero and forgets the writes.
 func (r *Requests) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	clear(r.counts)
+	clear(r.writes)
+}
+
+// wrote records a write of resource that succeeded in d.
+func (r *Requests) wrote(resource string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.writes == nil {
+		r.writes = map[string][]time.Duration{}
+	}
+	r.writes[resource] = append(r.writes[resource], d)
 }
 
 func (r *Requests) add(req *http.Request) {
@@ -91,7 +114,12 @@ type countingTransport struct {
 
 func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.r.add(req)
-	return t.next.RoundTrip(req)
+	start := time.Now()
+	resp, err := t.next.RoundTrip(req)
+	if err == nil && req.Method != http.MethodGet && resp.StatusCode/100 == 2 {
+		t.r.wrote(resourceName(req.URL.Path), time.Since(start))
+	}
+	return resp, err
 }
 
 // CountedConfig returns a config of the package's control plane (see
