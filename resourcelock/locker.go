@@ -84,6 +84,10 @@ type ResourceLocker struct {
 	held map[holding]acquisition
 	// watches follow the Leases this locker's callers wait for.
 	watches map[string]*leaseWatch
+	// herds keeps what a closed watch of each Lease learned about its
+	// waiters, for the next watch of it: replicas that reconcile events
+	// seconds apart ask together again, after the watch closed.
+	herds map[string]herd
 	// watcher is the client to watch with, when set by WithWatchClient;
 	// noWatch turns watching off.
 	watcher client.WithWatch
@@ -133,6 +137,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 		held:          make(map[holding]acquisition),
 		observed:      make(map[string]observation),
 		watches:       make(map[string]*leaseWatch),
+		herds:         make(map[string]herd),
 	}
 	for _, opt := range opts {
 		if opt != nil {

@@ -61,9 +61,16 @@ type leaseWatch struct {
 	// refs counts the AcquireLock calls using the watch; at zero it lingers.
 	refs   int
 	linger *time.Timer
-	// gap and rounds tune herdDelay; rounds is read from the Leases seen.
-	gap    time.Duration
+	// rounds is the handoffs the last winner waited, read from its Lease.
 	rounds int
+	herd
+}
+
+// herd is what a watch learns about the waiters of its Lease, to tune
+// herdDelay; a watch that closes leaves it to the next one (see
+// ResourceLocker.herds).
+type herd struct {
+	gap time.Duration
 	// queue estimates how many lockers take turns at the Lease: one more
 	// than the most handoffs a recent winner waited. queueAge counts the
 	// Leases seen since; after twice queue of them the estimate starts again
@@ -129,9 +136,12 @@ func (rl *ResourceLocker) openWatch(ctx context.Context, lease *coordinationv1.L
 	lw := &leaseWatch{
 		rl: rl, name: lease.Name, w: w, cancel: cancel,
 		lease: lease, healthy: true, changed: make(chan struct{}),
-		refs: 1, gap: firstGap,
+		refs: 1, herd: herd{gap: firstGap},
 	}
 	rl.mu.Lock()
+	if h, ok := rl.herds[lease.Name]; ok {
+		lw.herd = h
+	}
 	if old := rl.watches[lease.Name]; old != nil {
 		// Another call opened one meanwhile; keep theirs.
 		rl.mu.Unlock()
@@ -189,13 +199,22 @@ func (lw *leaseWatch) pump(w watch.Interface) {
 	lw.end()
 }
 
-// end marks the watch dead and forgets it, so the next waiter opens another.
+// end marks the watch dead and forgets it, so the next waiter opens another,
+// which starts from what this one learned of the herd.
 func (lw *leaseWatch) end() {
-	lw.rl.mu.Lock()
-	if lw.rl.watches[lw.name] == lw {
-		delete(lw.rl.watches, lw.name)
+	lw.mu.Lock()
+	h := lw.herd
+	lw.mu.Unlock()
+	rl := lw.rl
+	rl.mu.Lock()
+	if rl.watches[lw.name] == lw {
+		delete(rl.watches, lw.name)
 	}
-	lw.rl.mu.Unlock()
+	if _, ok := rl.herds[lw.name]; !ok && len(rl.herds) >= maxTracked {
+		dropOne(rl.herds)
+	}
+	rl.herds[lw.name] = h
+	rl.mu.Unlock()
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	if lw.healthy {
@@ -315,16 +334,18 @@ func tieWindow(gap time.Duration, collisions, peers int) time.Duration {
 // peers estimates how many other waiters are tied with one that lost lost
 // handoffs. Lockers that asked together, as replicas do that all saw the
 // same event, lose every handoff together, so handoffs waited cannot order
-// them. The last winner of such a cohort had waited rounds handoffs, and
-// each of its peers has now lost one more; of a cohort as big as the queue,
-// lost have had their turn, so queue-1-lost others still wait. A waiter that
-// lost any other count has no known peers: the head of a queue served in
-// order has lost as many as the last winner, not one more.
+// them. The last winner of such a cohort had waited rounds handoffs, so
+// rounds+1 of a cohort as big as the queue have had their turn, and
+// queue-2-rounds others still wait. Its peers have lost one handoff more
+// than it had, or, when it waited none (the first of the cohort, whose
+// Create came first), none either: they arrived while it held the lock. A
+// waiter that lost any other count has no known peers: the head of a queue
+// served in order has lost as many as the last winner, who had waited.
 func peers(lost, rounds, queue int) int {
-	if lost != rounds+1 {
+	if lost != rounds+1 && (lost != 0 || rounds != 0) {
 		return 0
 	}
-	return max(queue-1-lost, 0)
+	return max(queue-2-rounds, 0)
 }
 
 // headStart is the delay of a waiter with ahead handoffs fewer than the

@@ -1,12 +1,14 @@
 package resourcelock
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
 // TestHeadStart: waiters that saw the deletion go in order of handoffs
@@ -73,6 +75,7 @@ func TestPeers(t *testing.T) {
 		{"8 asked together, first handoff done", 1, 0, 8, 6},
 		{"8 asked together, 6 handoffs done", 6, 5, 8, 1},
 		{"last of the cohort", 7, 6, 8, 0},
+		{"8 asked together, the first Create won", 0, 0, 8, 6},
 		{"head of a queue served in order", 7, 7, 8, 0},
 		{"behind the head", 3, 7, 8, 0},
 		{"passed by the last winner", 5, 1, 8, 0},
@@ -110,5 +113,47 @@ func TestQueueEstimate(t *testing.T) {
 	see(1, 1, 1, 1, 1, 1, 1, 1, 1, 1) // six left; two take turns
 	if lw.queue != 2 {
 		t.Fatalf("after two took turns 10 times: got queue %d, want 2", lw.queue)
+	}
+}
+
+// TestHerdOutlivesWatch: a watch that closes leaves its queue estimate and
+// gap to the next watch of the same Lease, so replicas that ask together
+// again after the linger still know how many they are.
+func TestHerdOutlivesWatch(t *testing.T) {
+	c := fake.NewClientBuilder().Build()
+	rl := NewResourceLocker(c, "default", WithMetrics(nil))
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default"}}
+	if err := c.Create(context.Background(), lease); err != nil {
+		t.Fatal(err)
+	}
+	lw := rl.openWatch(context.Background(), lease)
+	if lw == nil {
+		t.Fatal("openWatch: got nil, want a watch")
+	}
+	lw.set(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
+		Name: "l", Annotations: map[string]string{HandoffsAnnotation: "7"},
+	}})
+	lw.collided()
+	wantGap := lw.gap
+	lw.end()
+	next := rl.openWatch(context.Background(), lease)
+	if next == nil {
+		t.Fatal("openWatch after end: got nil, want a watch")
+	}
+	defer next.end()
+	if next == lw {
+		t.Fatal("openWatch after end: got the ended watch")
+	}
+	if got := next.state().lease; got != lease {
+		t.Errorf("new watch starts from %v, want the Lease it was opened with", got)
+	}
+	next.mu.Lock()
+	h := next.herd
+	next.mu.Unlock()
+	if h.queue != 8 {
+		t.Errorf("queue of the next watch: got %d, want 8", h.queue)
+	}
+	if h.gap != wantGap || h.gap == firstGap {
+		t.Errorf("gap of the next watch: got %v, want %v", h.gap, wantGap)
 	}
 }

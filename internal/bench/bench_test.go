@@ -238,13 +238,21 @@ const (
 	// when all have, as replicas that each reconcile the same event do. A
 	// worker that starves holds up the round, so fairness is throughput.
 	rounds
+	// idleRounds: rounds as above, a few of them, each after a pause longer
+	// than resourcelock.WatchLinger, as replicas that reconcile events
+	// seconds apart do: every round starts with no watch open. Its
+	// increments/s counts the rounds' time, not the pauses'.
+	idleRounds
 )
+
+// idleRoundCount is how many rounds an idleRounds run has.
+const idleRoundCount = 6
 
 // contend runs workers workers, each with a client of its own, for d: each
 // takes the lock (one shared name, or one per worker when distinct) and
 // increments a ConfigMap counter with a Get and an Update, again and again
-// (freeRunning) or once per round (rounds; the last round started before d
-// runs to its end).
+// (freeRunning) or once per round (rounds: the last round started before d
+// runs to its end; idleRounds: idleRoundCount rounds, whatever d).
 func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct bool, load workload, d time.Duration) {
 	var reqs testenv.Requests
 	admin := testenv.Client(b)
@@ -293,6 +301,14 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		mu.Unlock()
 		return true
 	}
+	// round runs one section of every worker, all asking at once.
+	round := func(section func(i int)) {
+		var wg sync.WaitGroup
+		for i := range ws {
+			wg.Go(func() { section(i) })
+		}
+		wg.Wait()
+	}
 	start := time.Now()
 	end := start.Add(d)
 	switch load {
@@ -307,14 +323,19 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		wg.Wait()
 	case rounds:
 		for r := 0; r == 0 || time.Now().Before(end); r++ {
-			var wg sync.WaitGroup
-			for i := range ws {
-				wg.Go(func() { once(i, r, r == 0) })
-			}
-			wg.Wait()
+			round(func(i int) { once(i, r, r == 0) })
 		}
 	}
 	elapsed := time.Since(start)
+	if load == idleRounds {
+		elapsed = 0
+		for r := range idleRoundCount {
+			time.Sleep(resourcelock.WatchLinger + 250*time.Millisecond)
+			t := time.Now()
+			round(func(i int) { once(i, r, r == 0) })
+			elapsed += time.Since(t)
+		}
+	}
 
 	var waits, later, handoffs, turns []time.Duration
 	n := 0
@@ -363,7 +384,7 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		delete(m, "handoff-p99-ms")
 		delete(m, "turns-waited-p99")
 	}
-	if load == rounds {
+	if load != freeRunning {
 		// Every round starts with all workers at once.
 		delete(m, "later-wait-p99-ms")
 	}
@@ -433,6 +454,13 @@ func BenchmarkContended8(b *testing.B) {
 				b.Run(load.name+"/"+kind, func(b *testing.B) {
 					for b.Loop() {
 						contend(b, load.scenario, kind, kind, 8, false, load.load, runFor())
+					}
+				})
+			}
+			if load.load == rounds {
+				b.Run("rounds/leaselock-after-idle", func(b *testing.B) {
+					for b.Loop() {
+						contend(b, load.scenario, "leaselock, rounds 1.25s apart", "leaselock", 8, false, idleRounds, runFor())
 					}
 				})
 			}
