@@ -350,11 +350,19 @@ func peers(lost, rounds, queue int) int {
 
 // headStart is the delay of a waiter with ahead handoffs fewer than the
 // last winner waited, seen after the deletion, with a random tie-break of up
-// to tie. The head start counts from
-// the deletion, not from the call: a waiter that arrives when the Lease has
-// long been gone, after the waiters that saw it go had their turn, creates
-// it at once.
+// to tie. The head start counts from the deletion, not from the call: a
+// waiter that arrives when the Lease has long been gone, after the waiters
+// that saw it go had their turn, creates it at once.
+//
+// A waiter that has lost two handoffs or more beyond the last winner's count
+// (ahead < -1) was passed over: a waiter that arrived after it went first.
+// It goes at once, without a tie-break, so that it does not lose to the
+// heads that come after it; a tie-break widened by its own collisions would
+// make it lose again and again.
 func headStart(ahead int, gap, tie, seen time.Duration) time.Duration {
+	if ahead < -1 {
+		return 0
+	}
 	d := time.Duration(max(ahead, 0))*gap + time.Duration(rand.Int64N(int64(tie)+1))
 	return max(d-seen, 0)
 }

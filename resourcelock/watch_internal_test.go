@@ -13,7 +13,8 @@ import (
 
 // TestHeadStart: waiters that saw the deletion go in order of handoffs
 // waited, a gap apart, with a random tie-break; the head start counts from
-// the deletion, so a waiter that comes after it is over goes at once.
+// the deletion, so a waiter that comes after it is over goes at once, and so
+// does a waiter that was passed over.
 func TestHeadStart(t *testing.T) {
 	const gap = 4 * time.Millisecond
 	tests := []struct {
@@ -25,7 +26,8 @@ func TestHeadStart(t *testing.T) {
 		{"head of the queue, deletion just seen", 0, 0, 0, gap / 2},
 		{"behind the head", 1, 0, gap, gap + gap/2},
 		{"three behind", 3, 0, 3 * gap, 3*gap + gap/2},
-		{"waited more than the last winner", -2, 0, 0, gap / 2},
+		{"lost one more than the last winner had: its peer", -1, 0, 0, gap / 2},
+		{"passed over by the last winner", -2, 0, 0, 0},
 		{"three behind, seen a gap ago", 3, gap, 2 * gap, 2*gap + gap/2},
 		{"arrives after the head starts are over", 7, time.Second, 0, 0},
 	}
