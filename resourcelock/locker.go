@@ -529,7 +529,7 @@ func (a *acquirer) wait(ctx context.Context, now, until time.Time) error {
 		return nil
 	}
 	if s.seq != a.seq {
-		a.adopt(s)
+		a.follow(s)
 		return nil
 	}
 	d := a.deadline.Sub(now)
@@ -544,11 +544,27 @@ func (a *acquirer) wait(ctx context.Context, now, until time.Time) error {
 	case <-t.C():
 		return nil // judge the same Lease again: it expired, or time is up
 	case <-s.changed:
-		if !a.adopt(a.lw.state()) {
+		if !a.follow(a.lw.state()) {
 			a.known = false // the watch ended: read, then poll
 		}
 		return nil
 	}
+}
+
+// follow adopts the Lease as the watch shows it after a wait, like adopt,
+// and counts a handoff that another waiter won if the Lease now has another
+// holder or is another Lease: the watch keeps only its last state, so a
+// deletion and the next Create can reach a waiter as one change.
+func (a *acquirer) follow(s watchState) bool {
+	prev := a.lease
+	if !a.adopt(s) {
+		return false
+	}
+	if prev != nil && a.lease != nil && (a.lease.UID != prev.UID ||
+		ptr.Deref(a.lease.Spec.HolderIdentity, "") != ptr.Deref(prev.Spec.HolderIdentity, "")) {
+		a.handoffs++
+	}
+	return true
 }
 
 // ReleaseLock deletes the Lease if it is held by the given lockerID. If the

@@ -8,6 +8,8 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
@@ -157,5 +159,43 @@ func TestHerdOutlivesWatch(t *testing.T) {
 	}
 	if h.gap != wantGap || h.gap == firstGap {
 		t.Errorf("gap of the next watch: got %v, want %v", h.gap, wantGap)
+	}
+}
+
+// TestFollowCountsCoalescedHandoffs: a waiter whose watch shows a new
+// holder, without the deletion between, still counts the handoff it lost;
+// a renewal by the same holder is no handoff.
+func TestFollowCountsCoalescedHandoffs(t *testing.T) {
+	lease := func(uid types.UID, holder, rv string) *coordinationv1.Lease {
+		return &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: "l", UID: uid, ResourceVersion: rv},
+			Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder)},
+		}
+	}
+	tests := []struct {
+		name       string
+		before     *coordinationv1.Lease
+		after      *coordinationv1.Lease
+		wantCounts int
+	}{
+		{"deleted and created again", lease("1", "a", "10"), lease("2", "b", "12"), 1},
+		{"taken over in place", lease("1", "a", "10"), lease("1", "b", "11"), 1},
+		{"renewed by its holder", lease("1", "a", "10"), lease("1", "a", "11"), 0},
+		{"deleted", lease("1", "a", "10"), nil, 0},
+		{"nothing known before", nil, lease("2", "b", "12"), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &acquirer{lease: tt.before}
+			if !a.follow(watchState{lease: tt.after, seq: 2, healthy: true}) {
+				t.Fatal("follow of a healthy watch: got false")
+			}
+			if a.handoffs != tt.wantCounts {
+				t.Errorf("handoffs: got %d, want %d", a.handoffs, tt.wantCounts)
+			}
+			if a.lease != tt.after {
+				t.Errorf("lease: got %v, want the watch's", a.lease)
+			}
+		})
 	}
 }
