@@ -324,9 +324,10 @@ func (lw *leaseWatch) herdDelay(lost, collisions int) time.Duration {
 // call whose Creates have not collided, doubling with each collision up to
 // half a gap, and half a gap more for each peer (see peers). Waiters a gap
 // apart need no tie-break, and the head of the queue should not wait for
-// one; waiters that collided are tied with others and spread out. Peers are
-// tied by construction, all of them: spread over half a gap each, the first
-// of them to go is usually alone, and the others see its Lease in time.
+// one; waiters that collided are tied with others and spread out. Peers
+// cannot be ordered at all: spread over half a gap each, the first of them
+// to go is usually alone, and the others see its Lease before their own
+// delay ends.
 func tieWindow(gap time.Duration, collisions, peers int) time.Duration {
 	return gap/8<<min(collisions, 2) + time.Duration(peers)*gap/2
 }
