@@ -325,17 +325,15 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		for r := 0; r == 0 || time.Now().Before(end); r++ {
 			round(func(i int) { once(i, r, r == 0) })
 		}
-	}
-	elapsed := time.Since(start)
-	if load == idleRounds {
-		elapsed = 0
+	case idleRounds:
 		for r := range idleRoundCount {
+			paused := time.Now()
 			time.Sleep(resourcelock.WatchLinger + 250*time.Millisecond)
-			t := time.Now()
+			start = start.Add(time.Since(paused)) // the pauses are not the rounds' time
 			round(func(i int) { once(i, r, r == 0) })
-			elapsed += time.Since(t)
 		}
 	}
+	elapsed := time.Since(start)
 
 	var waits, later, handoffs, turns []time.Duration
 	n := 0
