@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,6 +93,9 @@ type ResourceLocker struct {
 	// noWatch turns watching off.
 	watcher client.WithWatch
 	noWatch bool
+	// noWatchList is set once the server rejected, or the client ignored, a
+	// watch that sends the Lease first (see syncWatch).
+	noWatchList atomic.Bool
 
 	// observed remembers when this locker first saw each Lease that another
 	// locker holds, in the version it saw, for the unchanged-for-a-duration
@@ -279,6 +283,15 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 		case !a.known:
 			if a.awaitWatch(ctx) {
 				continue
+			}
+			if a.lw == nil && rl.clock.Now().Before(a.deadline) {
+				// A call that can wait will watch the Lease: watch it in a
+				// way that sends it first, instead of reading it. A
+				// try-lock reads.
+				if a.lw = rl.syncWatch(ctx, name); a.lw != nil {
+					a.adopt(a.lw.state())
+					continue
+				}
 			}
 			a.lease, err = rl.get(ctx, name)
 			a.known, a.handoff = err == nil, false

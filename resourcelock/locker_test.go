@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -46,9 +48,78 @@ var epoch = time.Date(2030, time.January, 2, 3, 4, 5, 0, time.UTC)
 
 var leasesResource = coordinationv1.Resource("leases")
 
-// newFake returns a fake client with client-go's scheme, holding objs.
+// newFake returns a fake client with client-go's scheme, holding objs, that
+// answers a watch-list as the API server does (see watchListFake).
 func newFake(objs ...client.Object) client.WithWatch {
-	return fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...).Build()
+	return watchListFake{fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...).Build()}
+}
+
+// watchListFake adds to the fake client the watch-list of the API server: a
+// watch with sendInitialEvents first sends the Leases that match its field
+// selector, then a bookmark that marks the end of them. The fake client
+// itself ignores the request and sends only later changes, which a locker
+// treats as a server without watch-lists.
+type watchListFake struct{ client.WithWatch }
+
+// isWatchList reports whether a watch with opts asks for the current objects
+// first.
+func isWatchList(opts []client.ListOption) bool {
+	o := (&client.ListOptions{}).ApplyOptions(opts)
+	return o.Raw != nil && ptr.Deref(o.Raw.SendInitialEvents, false)
+}
+
+func (c watchListFake) Watch(ctx context.Context, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+	if !isWatchList(opts) {
+		return c.WithWatch.Watch(ctx, list, opts...)
+	}
+	o := (&client.ListOptions{}).ApplyOptions(opts)
+	changes, err := c.WithWatch.Watch(ctx, list, opts...)
+	if err != nil {
+		return nil, err
+	}
+	var leases coordinationv1.LeaseList
+	if err := c.List(ctx, &leases, client.InNamespace(o.Namespace)); err != nil {
+		changes.Stop()
+		return nil, err
+	}
+	events := make(chan watch.Event)
+	w := watch.NewProxyWatcher(events)
+	go func() {
+		defer close(events)
+		defer changes.Stop()
+		send := func(ev watch.Event) bool {
+			select {
+			case events <- ev:
+				return true
+			case <-w.StopChan():
+				return false
+			}
+		}
+		for i := range leases.Items {
+			lease := &leases.Items[i]
+			match := o.FieldSelector == nil || o.FieldSelector.Matches(fields.Set{"metadata.name": lease.Name})
+			if match && !send(watch.Event{Type: watch.Added, Object: lease}) {
+				return
+			}
+		}
+		end := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
+			Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"},
+		}}
+		if !send(watch.Event{Type: watch.Bookmark, Object: end}) {
+			return
+		}
+		for {
+			select {
+			case ev, ok := <-changes.ResultChan():
+				if !ok || !send(ev) {
+					return
+				}
+			case <-w.StopChan():
+				return
+			}
+		}
+	}()
+	return w, nil
 }
 
 func microTime(t time.Time) *metav1.MicroTime {
@@ -406,9 +477,10 @@ func TestAcquireHeldLeaseWaitsThenGivesUp(t *testing.T) {
 }
 
 // TestAcquireWaitsOnWatch is the wait when the client can watch (the fake
-// client can): the waiter sends no request while it waits, wakes at once when
-// the Lease changes, and otherwise sleeps on the locker's clock until the
-// Lease expires or the retry timeout.
+// client can): the waiter learns the Lease from its watch, not by reading it,
+// sends no request while it waits, wakes at once when the Lease changes, and
+// otherwise sleeps on the locker's clock until the Lease expires or the retry
+// timeout.
 func TestAcquireWaitsOnWatch(t *testing.T) {
 	renewed := epoch.Add(-5 * time.Second)
 	tests := []struct {
@@ -420,7 +492,6 @@ func TestAcquireWaitsOnWatch(t *testing.T) {
 		// at all.
 		step       time.Duration
 		wantHeld   bool
-		wantGets   int
 		wantWaited time.Duration // of a HeldError
 	}{
 		{
@@ -430,7 +501,6 @@ func TestAcquireWaitsOnWatch(t *testing.T) {
 					t.Fatalf("delete the Lease as its holder: %v", err)
 				}
 			},
-			wantGets: 1,
 		},
 		{
 			name: "handed to a holder-less Lease",
@@ -441,13 +511,11 @@ func TestAcquireWaitsOnWatch(t *testing.T) {
 					t.Fatalf("clear the holder: %v", err)
 				}
 			},
-			wantGets: 1,
 		},
 		{
 			name:       "held until the retry timeout",
 			step:       time.Second,
 			wantHeld:   true,
-			wantGets:   1,
 			wantWaited: 3 * time.Second,
 		},
 	}
@@ -472,8 +540,8 @@ func TestAcquireWaitsOnWatch(t *testing.T) {
 				// event ends its wait; the clock is never stepped.
 				err = call.result()
 			}
-			if got := log.count("get"); got != tt.wantGets {
-				t.Errorf("gets: got %d, want %d: a watching waiter does not poll", got, tt.wantGets)
+			if got := log.count("get"); got != 0 {
+				t.Errorf("gets: got %d, want 0: the watch sends the Lease, and a watching waiter does not poll", got)
 			}
 			if got := log.count("watch"); got != 1 {
 				t.Errorf("watches: got %d, want 1", got)
@@ -755,6 +823,75 @@ func TestAcquireExpiry(t *testing.T) {
 			}
 			if got, want := holderOf(storedLease(t, base)), ptr.Deref(tt.spec.HolderIdentity, ""); got != want {
 				t.Errorf("holderIdentity: got %q, want %q, unchanged", got, want)
+			}
+		})
+	}
+}
+
+// TestAcquireWithoutWatchList: a waiter whose client does not answer a
+// watch-list (controller-runtime's fake client ignores one; a server without
+// the WatchList feature refuses it) reads the Lease, watches from that read,
+// and still wakes on the watch. Its locker does not ask for a watch-list
+// again.
+func TestAcquireWithoutWatchList(t *testing.T) {
+	tests := []struct {
+		name   string
+		inject interceptor.Funcs
+	}{
+		{name: "ignored"},
+		{
+			name: "refused",
+			inject: interceptor.Funcs{Watch: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+				if isWatchList(opts) {
+					return nil, apierrors.NewBadRequest("sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled")
+				}
+				return c.Watch(ctx, list, opts...)
+			}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+			var log callLog
+			var lists atomic.Int32
+			c := interceptor.NewClient(counted(base, &log, tt.inject), interceptor.Funcs{
+				Watch: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+					if isWatchList(opts) {
+						lists.Add(1)
+					}
+					return c.Watch(ctx, list, opts...)
+				},
+			})
+			clk := testingclock.NewFakeClock(epoch)
+			rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithClock(clk),
+				resourcelock.WithRetryInterval(20*time.Millisecond), resourcelock.WithRetryTimeout(time.Minute))
+			other := resourcelock.NewResourceLocker(base, unitNS, resourcelock.WithClock(clk))
+			ctx := context.Background()
+
+			// Two locks, so that the second waiter cannot use the first's
+			// watch.
+			for _, name := range []string{"first", "second"} {
+				if err := other.AcquireLock(ctx, name, holderOther); err != nil {
+					t.Fatalf("AcquireLock %s by the other locker: %v", name, err)
+				}
+				call := goCall(t, clk, ctx, func(ctx context.Context) error { return rl.AcquireLock(ctx, name, holderMe) })
+				call.waiting()
+				if err := other.ReleaseLock(ctx, name, holderOther); err != nil {
+					t.Fatalf("ReleaseLock %s by the other locker: %v", name, err)
+				}
+				// The watch, not the clock, wakes the waiter.
+				if err := call.result(); err != nil {
+					t.Fatalf("AcquireLock %s: got %v, want nil once the other released", name, err)
+				}
+			}
+			if got := lists.Load(); got != 1 {
+				t.Errorf("watch-lists asked for: got %d, want 1", got)
+			}
+			if got, want := log.count("get"), 2; got != want {
+				t.Errorf("gets: got %d, want %d, one per waiter", got, want)
+			}
+			if got := clk.Now(); !got.Equal(epoch) {
+				t.Errorf("fake clock: got %v, want %v, never stepped", got, epoch)
 			}
 		})
 	}
@@ -1164,7 +1301,7 @@ func TestAcquireCancel(t *testing.T) {
 				return call.result()
 			},
 			wantHolder: holderOther,
-			wantCalls:  3, // create, get, watch
+			wantCalls:  2, // create, watch (which sends the Lease first)
 		},
 		{
 			name:        "cancelled before the call",

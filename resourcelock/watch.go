@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -48,6 +49,9 @@ type leaseWatch struct {
 	// seq counts the changes of lease, so a waiter can tell whether the
 	// watch has seen something since it last looked.
 	seq uint64
+	// synced is set once lease is the Lease as the server has it; a watch
+	// that sends the Lease first is not synced until it has.
+	synced bool
 	// healthy is false once the watch ended; waiters then poll.
 	healthy bool
 	// unconfirmed is set while lease is nil because this locker deleted it
@@ -120,42 +124,109 @@ func (rl *ResourceLocker) openWatch(ctx context.Context, lease *coordinationv1.L
 	if lw := rl.existingWatch(lease.Name); lw != nil {
 		return lw
 	}
+	lw, err := rl.startWatch(ctx, wc, lease.Name, lease, &metav1.ListOptions{ResourceVersion: lease.ResourceVersion})
+	if err != nil {
+		return nil
+	}
+	return rl.register(lw)
+}
+
+// syncWatch starts watching the Lease name as it is now: the server sends
+// the Lease first, then a bookmark (a watch-list, the WatchList feature), so
+// a caller that lost a Create learns the holder without reading the Lease.
+// It returns the watch, with a reference the caller must drop, once the
+// watch has shown the Lease or its absence. It returns nil when the client
+// cannot watch or the watch fails; the caller then reads the Lease. A server
+// that refuses a watch-list (other than for a transient error), or a client
+// that does not answer one within the retry interval (controller-runtime's
+// fake client ignores it), is not asked again by this locker.
+func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatch {
+	wc := rl.watchable()
+	if wc == nil || rl.noWatchList.Load() {
+		return nil
+	}
+	if lw := rl.existingWatch(name); lw != nil {
+		return lw
+	}
+	lw, err := rl.startWatch(ctx, wc, name, nil, &metav1.ListOptions{
+		SendInitialEvents:    ptr.To(true),
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+	})
+	if err != nil {
+		if !transient(err) {
+			rl.noWatchList.Store(true)
+		}
+		return nil
+	}
+	timeout := time.NewTimer(rl.retryInterval)
+	defer timeout.Stop()
+	for {
+		s := lw.state()
+		if s.synced {
+			return rl.register(lw)
+		}
+		if !s.healthy {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			lw.end()
+			return nil
+		case <-timeout.C:
+			rl.noWatchList.Store(true)
+			lw.end()
+			return nil
+		case <-s.changed:
+		}
+	}
+}
+
+// startWatch sends the watch of the Lease name with the given options, on
+// top of a field selector on the name and bookmarks, and starts following
+// it. lease is the Lease as known before the watch starts, nil when the
+// watch will send it; the watch is synced when lease is given.
+func (rl *ResourceLocker) startWatch(ctx context.Context, wc client.WithWatch, name string, lease *coordinationv1.Lease, raw *metav1.ListOptions) (*leaseWatch, error) {
+	raw.AllowWatchBookmarks = true
 	// The watch outlives the call that opens it, so it must not end with
 	// that call's ctx.
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w, err := wc.Watch(wctx, &coordinationv1.LeaseList{}, &client.ListOptions{
 		Namespace:     rl.namespace,
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", lease.Name),
-		Raw:           &metav1.ListOptions{ResourceVersion: lease.ResourceVersion, AllowWatchBookmarks: true},
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", name),
+		Raw:           raw,
 	})
 	if err != nil {
 		cancel()
-		rl.metrics.APIError(lease.Name, err)
-		return nil
+		rl.metrics.APIError(name, err)
+		return nil, err
 	}
 	lw := &leaseWatch{
-		rl: rl, name: lease.Name, w: w, cancel: cancel,
-		lease: lease, healthy: true, changed: make(chan struct{}),
+		rl: rl, name: name, w: w, cancel: cancel,
+		lease: lease, synced: lease != nil, healthy: true, changed: make(chan struct{}),
 		refs: 1, herd: herd{gap: firstGap},
 	}
 	rl.mu.Lock()
-	if h, ok := rl.herds[lease.Name]; ok {
+	if h, ok := rl.herds[name]; ok {
 		lw.herd = h
 	}
-	if old := rl.watches[lease.Name]; old != nil {
-		// Another call opened one meanwhile; keep theirs.
-		rl.mu.Unlock()
-		w.Stop()
-		cancel()
-		if lw := rl.existingWatch(lease.Name); lw != nil {
-			return lw
-		}
-		return nil
-	}
-	rl.watches[lease.Name] = lw
 	rl.mu.Unlock()
 	go lw.pump(w)
-	return lw
+	return lw, nil
+}
+
+// register makes lw the watch of its Lease for the locker's other callers,
+// unless another call registered one meanwhile: then lw closes and the
+// caller gets a reference to the other, or nil if that one has ended.
+func (rl *ResourceLocker) register(lw *leaseWatch) *leaseWatch {
+	rl.mu.Lock()
+	if rl.watches[lw.name] == nil {
+		rl.watches[lw.name] = lw
+		rl.mu.Unlock()
+		return lw
+	}
+	rl.mu.Unlock()
+	lw.end()
+	return rl.existingWatch(lw.name)
 }
 
 // deleted tells the watch of name, if any, that this locker deleted the
@@ -187,7 +258,11 @@ func (lw *leaseWatch) pump(w watch.Interface) {
 		case ev.Type == watch.Error:
 			lw.end()
 			return
-		case !ok || lease.Name != lw.name || ev.Type == watch.Bookmark:
+		case ev.Type == watch.Bookmark:
+			if ok && lease.Annotations[metav1.InitialEventsAnnotationKey] == "true" {
+				lw.markSynced()
+			}
+		case !ok || lease.Name != lw.name:
 			// Not ours (a client that ignores the field selector), or
 			// progress only.
 		case ev.Type == watch.Deleted:
@@ -226,6 +301,16 @@ func (lw *leaseWatch) end() {
 	lw.cancel()
 }
 
+// markSynced records that the watch has sent the Lease as it was when the
+// watch started, or shown that there was none, and wakes the waiters.
+func (lw *leaseWatch) markSynced() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.synced = true
+	close(lw.changed)
+	lw.changed = make(chan struct{})
+}
+
 // set records the Lease as now known (nil: deleted) and wakes the waiters.
 func (lw *leaseWatch) set(lease *coordinationv1.Lease) {
 	lw.mu.Lock()
@@ -255,6 +340,7 @@ func (lw *leaseWatch) update(lease *coordinationv1.Lease) {
 type watchState struct {
 	lease       *coordinationv1.Lease
 	seq         uint64
+	synced      bool
 	healthy     bool
 	unconfirmed bool
 	changed     <-chan struct{}
@@ -265,7 +351,7 @@ type watchState struct {
 func (lw *leaseWatch) state() watchState {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	return watchState{lw.lease, lw.seq, lw.healthy, lw.unconfirmed, lw.changed}
+	return watchState{lw.lease, lw.seq, lw.synced, lw.healthy, lw.unconfirmed, lw.changed}
 }
 
 // hold adds a reference; lw.mu must be held.
