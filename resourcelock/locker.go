@@ -265,6 +265,8 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 	// A watch this locker keeps open for name already knows the Lease.
 	if a.lw = rl.existingWatch(name); a.lw != nil {
 		a.adopt(a.lw.state())
+	} else if rl.contended(name) {
+		a.known = false // watch it first
 	}
 	defer func() {
 		if a.lw != nil {

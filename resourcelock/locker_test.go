@@ -13,7 +13,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -49,77 +48,9 @@ var epoch = time.Date(2030, time.January, 2, 3, 4, 5, 0, time.UTC)
 var leasesResource = coordinationv1.Resource("leases")
 
 // newFake returns a fake client with client-go's scheme, holding objs, that
-// answers a watch-list as the API server does (see watchListFake).
+// answers a watch-list as the API server does (see WatchListFake).
 func newFake(objs ...client.Object) client.WithWatch {
-	return watchListFake{fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...).Build()}
-}
-
-// watchListFake adds to the fake client the watch-list of the API server: a
-// watch with sendInitialEvents first sends the Leases that match its field
-// selector, then a bookmark that marks the end of them. The fake client
-// itself ignores the request and sends only later changes, which a locker
-// treats as a server without watch-lists.
-type watchListFake struct{ client.WithWatch }
-
-// isWatchList reports whether a watch with opts asks for the current objects
-// first.
-func isWatchList(opts []client.ListOption) bool {
-	o := (&client.ListOptions{}).ApplyOptions(opts)
-	return o.Raw != nil && ptr.Deref(o.Raw.SendInitialEvents, false)
-}
-
-func (c watchListFake) Watch(ctx context.Context, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
-	if !isWatchList(opts) {
-		return c.WithWatch.Watch(ctx, list, opts...)
-	}
-	o := (&client.ListOptions{}).ApplyOptions(opts)
-	changes, err := c.WithWatch.Watch(ctx, list, opts...)
-	if err != nil {
-		return nil, err
-	}
-	var leases coordinationv1.LeaseList
-	if err := c.List(ctx, &leases, client.InNamespace(o.Namespace)); err != nil {
-		changes.Stop()
-		return nil, err
-	}
-	events := make(chan watch.Event)
-	w := watch.NewProxyWatcher(events)
-	go func() {
-		defer close(events)
-		defer changes.Stop()
-		send := func(ev watch.Event) bool {
-			select {
-			case events <- ev:
-				return true
-			case <-w.StopChan():
-				return false
-			}
-		}
-		for i := range leases.Items {
-			lease := &leases.Items[i]
-			match := o.FieldSelector == nil || o.FieldSelector.Matches(fields.Set{"metadata.name": lease.Name})
-			if match && !send(watch.Event{Type: watch.Added, Object: lease}) {
-				return
-			}
-		}
-		end := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
-			Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"},
-		}}
-		if !send(watch.Event{Type: watch.Bookmark, Object: end}) {
-			return
-		}
-		for {
-			select {
-			case ev, ok := <-changes.ResultChan():
-				if !ok || !send(ev) {
-					return
-				}
-			case <-w.StopChan():
-				return
-			}
-		}
-	}()
-	return w, nil
+	return resourcelock.WatchListFake{fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...).Build()}
 }
 
 func microTime(t time.Time) *metav1.MicroTime {
@@ -842,7 +773,7 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 		{
 			name: "refused",
 			inject: interceptor.Funcs{Watch: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
-				if isWatchList(opts) {
+				if resourcelock.IsWatchList(opts) {
 					return nil, apierrors.NewBadRequest("sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled")
 				}
 				return c.Watch(ctx, list, opts...)
@@ -856,7 +787,7 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 			var lists atomic.Int32
 			c := interceptor.NewClient(counted(base, &log, tt.inject), interceptor.Funcs{
 				Watch: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
-					if isWatchList(opts) {
+					if resourcelock.IsWatchList(opts) {
 						lists.Add(1)
 					}
 					return c.Watch(ctx, list, opts...)

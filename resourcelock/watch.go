@@ -80,6 +80,28 @@ type herd struct {
 	// Leases seen since; after twice queue of them the estimate starts again
 	// from the last winner, so lockers that left stop counting.
 	queue, queueAge int
+	// ended is when the watch that learned this closed.
+	ended time.Time
+}
+
+// contendedFor is how long after its watch closed a Lease that lockers took
+// turns at counts as contended: the next acquire of it watches before it
+// creates (see ResourceLocker.contended).
+const contendedFor = time.Minute
+
+// contended reports whether other lockers took turns at the Lease name with
+// this one shortly before: replicas that reconcile the same events ask again
+// together, and all but one of their Creates would fail. Such an acquire
+// watches the Lease first, and creates it only when the watch shows it
+// absent, after a random delay that lets one of them go first.
+func (rl *ResourceLocker) contended(name string) bool {
+	if rl.watchable() == nil || rl.noWatchList.Load() || rl.retryTimeout <= 0 {
+		return false
+	}
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	h, ok := rl.herds[name]
+	return ok && h.queue > 1 && time.Since(h.ended) < contendedFor
 }
 
 // watchable returns the client to watch Leases with, or nil.
@@ -205,6 +227,11 @@ func (rl *ResourceLocker) startWatch(ctx context.Context, wc client.WithWatch, n
 		lease: lease, synced: lease != nil, healthy: true, changed: make(chan struct{}),
 		refs: 1, herd: herd{gap: firstGap},
 	}
+	if lease == nil {
+		// Lockers that watch a Lease they will find absent are likely to
+		// have asked together: their head starts count from now.
+		lw.deletedAt = time.Now()
+	}
 	rl.mu.Lock()
 	if h, ok := rl.herds[name]; ok {
 		lw.herd = h
@@ -280,6 +307,7 @@ func (lw *leaseWatch) end() {
 	lw.mu.Lock()
 	h := lw.herd
 	lw.mu.Unlock()
+	h.ended = time.Now()
 	rl := lw.rl
 	rl.mu.Lock()
 	if rl.watches[lw.name] == lw {

@@ -2,15 +2,21 @@ package resourcelock
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 // TestHeadStart: waiters that saw the deletion go in order of handoffs
@@ -195,6 +201,79 @@ func TestFollowCountsCoalescedHandoffs(t *testing.T) {
 			}
 			if a.lease != tt.after {
 				t.Errorf("lease: got %v, want the watch's", a.lease)
+			}
+		})
+	}
+}
+
+// TestContendedLockWatchesFirst: a locker that saw others take turns at a
+// lock shortly before watches it before it creates it, so that replicas that
+// ask together again do not all send a Create that must fail. Without that
+// memory, or with a stale one, it creates first.
+func TestContendedLockWatchesFirst(t *testing.T) {
+	held := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default"},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity:       ptr.To("other"),
+			LeaseDurationSeconds: ptr.To(int32(60)),
+			RenewTime:            ptr.To(metav1.NewMicroTime(time.Now())),
+		},
+	}
+	recent := herd{gap: firstGap, queue: 3, ended: time.Now()}
+	tests := []struct {
+		name      string
+		herd      *herd // what an earlier watch of the lock learned
+		held      bool
+		wantVerbs []string
+	}{
+		{name: "free, no memory", wantVerbs: []string{"create"}},
+		{name: "held, no memory", held: true, wantVerbs: []string{"create", "watch"}},
+		{name: "free, contended a moment ago", herd: &recent, wantVerbs: []string{"watch", "create"}},
+		{name: "held, contended a moment ago", herd: &recent, held: true, wantVerbs: []string{"watch"}},
+		{name: "free, one locker at a time", herd: &herd{gap: firstGap, queue: 1, ended: time.Now()}, wantVerbs: []string{"create"}},
+		{name: "free, contended long ago", herd: &herd{gap: firstGap, queue: 3, ended: time.Now().Add(-2 * contendedFor)}, wantVerbs: []string{"create"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := fake.NewClientBuilder().Build()
+			if tt.held {
+				if err := base.Create(context.Background(), held.DeepCopy()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var verbs []string
+			var mu sync.Mutex
+			log := func(verb string) {
+				mu.Lock()
+				defer mu.Unlock()
+				verbs = append(verbs, verb)
+			}
+			c := interceptor.NewClient(WatchListFake{base}, interceptor.Funcs{
+				Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					log("create")
+					return c.Create(ctx, obj, opts...)
+				},
+				Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+					log("get")
+					return c.Get(ctx, key, obj, opts...)
+				},
+				Watch: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+					log("watch")
+					return c.Watch(ctx, list, opts...)
+				},
+			})
+			rl := NewResourceLocker(c, "default", WithMetrics(nil), WithRetryTimeout(20*time.Millisecond))
+			if tt.herd != nil {
+				rl.herds["l"] = *tt.herd
+			}
+			err := rl.AcquireLock(context.Background(), "l", "me")
+			if tt.held != errors.Is(err, ErrLockHeld) {
+				t.Fatalf("AcquireLock: got %v, want ErrLockHeld: %v", err, tt.held)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(verbs, tt.wantVerbs) {
+				t.Errorf("requests: got %v, want %v", verbs, tt.wantVerbs)
 			}
 		})
 	}
