@@ -30,6 +30,10 @@ const (
 	firstGap = 2 * time.Millisecond
 	maxGap   = 10 * time.Millisecond
 
+	// minSyncWait is the least time a watch-list is given to send the
+	// Lease before the locker gives up on watch-lists; see syncWatch.
+	minSyncWait = 250 * time.Millisecond
+
 	// maxConfirm bounds how long a releaser waits for its watch to show its
 	// own deletion before it starts its head start; see herdDelay.
 	maxConfirm = 50 * time.Millisecond
@@ -160,8 +164,9 @@ func (rl *ResourceLocker) openWatch(ctx context.Context, lease *coordinationv1.L
 // watch has shown the Lease or its absence. It returns nil when the client
 // cannot watch or the watch fails; the caller then reads the Lease. A server
 // that refuses a watch-list (other than for a transient error), or a client
-// that does not answer one within the retry interval (controller-runtime's
-// fake client ignores it), is not asked again by this locker.
+// that does not answer one within the retry interval or minSyncWait,
+// whichever is longer (controller-runtime's fake client ignores it), is not
+// asked again by this locker.
 func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatch {
 	wc := rl.watchable()
 	if wc == nil || rl.noWatchList.Load() {
@@ -180,7 +185,7 @@ func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatc
 		}
 		return nil
 	}
-	timeout := time.NewTimer(rl.retryInterval)
+	timeout := time.NewTimer(max(rl.retryInterval, minSyncWait))
 	defer timeout.Stop()
 	for {
 		s := lw.state()
