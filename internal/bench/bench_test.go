@@ -7,9 +7,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -279,6 +282,7 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		warmUp(b, ws[i], client.ObjectKey{Namespace: ns, Name: names[i]})
 	}
 	reqs.Reset()
+	clientCPU, serverCPU := cpuTimes(b)
 
 	var mu sync.Mutex
 	byLock := map[string][]section{}
@@ -334,6 +338,7 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		}
 	}
 	elapsed := time.Since(start)
+	clientCPU2, serverCPU2 := cpuTimes(b)
 
 	var waits, later, handoffs, turns []time.Duration
 	n := 0
@@ -376,6 +381,10 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		// this load: the unit a handoff is measured in.
 		"write-p50-ms":     ms(percentile(reqs.Writes("leases"), 50)),
 		"turns-waited-p99": float64(percentile(turns, 99)),
+		// Where the two cores went: this process (every worker's client),
+		// and the API server with etcd.
+		"client-cpu-ms/acq": ms(clientCPU2-clientCPU) / float64(max(n, 1)),
+		"server-cpu-ms/acq": ms(serverCPU2-serverCPU) / float64(max(n, 1)),
 	}
 	if !distinct {
 		m["contenders"] = float64(workers) // not printed; see waitOverBound
@@ -494,3 +503,38 @@ func BenchmarkScale(b *testing.B) {
 		})
 	}
 }
+
+// cpuTimes returns the CPU time used so far by this process and by its
+// children named kube-apiserver and etcd (the local API server).
+func cpuTimes(b *testing.B) (self, server time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range stats {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ... utime stime, fields 14 and 15.
+		line := string(data)
+		open, end := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		comm, rest := line[open+1:end], strings.Fields(line[end+1:])
+		if comm != "kube-apiserver" && comm != "etcd" || len(rest) < 13 || rest[1] != strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		utime, _ := strconv.ParseInt(rest[11], 10, 64)
+		stime, _ := strconv.ParseInt(rest[12], 10, 64)
+		server += time.Duration(utime+stime) * time.Second / clockTicks
+	}
+	return self, server
+}
+
+// clockTicks is the unit of utime and stime in /proc: USER_HZ, 100 on
+// every Linux architecture Go runs on.
+const clockTicks = 100

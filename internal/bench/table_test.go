@@ -95,7 +95,7 @@ const (
 	free8   = "8 workers, one lock, free-running"
 )
 
-var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "turns-waited-p99", "requests/acq"}
+var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "turns-waited-p99", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
 
 // tableAfter runs the benchmarks, then prints the table of medians.
 type tableAfter struct{ m goleak.TestingM }
