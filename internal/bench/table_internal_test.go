@@ -5,18 +5,19 @@ import (
 	"testing"
 )
 
-// TestWaitOverBound: each run's wait p99 is judged against the serial row of
-// the same run, and the table gives the median of those ratios.
-func TestWaitOverBound(t *testing.T) {
+// TestPerRun: each run's figures are judged against the reference row of the
+// same run, and the table gives the median of those ratios, not the ratio
+// of the medians.
+func TestPerRun(t *testing.T) {
 	resultsMu.Lock()
 	saved := results
 	results = map[string]map[string][]map[string]float64{free8: {
 		// 100/s alone: a 10ms cycle, so 8 contenders are bound to 160ms.
 		serialRow: {{"increments/s": 100}, {"increments/s": 50}, {"increments/s": 100}},
 		"leaselock": {
-			{"contenders": 8, "wait-p99-ms": 80},  // 0.5
-			{"contenders": 8, "wait-p99-ms": 160}, // 160 / 320: 0.5
-			{"contenders": 8, "wait-p99-ms": 320}, // 2
+			{"contenders": 8, "wait-p99-ms": 80, "increments/s": 80},  // 0.5 of its bound; 0.8 of the serial rate
+			{"contenders": 8, "wait-p99-ms": 160, "increments/s": 40}, // 160 / 320: 0.5; 0.8
+			{"contenders": 8, "wait-p99-ms": 320, "increments/s": 20}, // 2; 0.2
 		},
 		"32 workers, 32 locks": {{"wait-p99-ms": 50}},
 	}}
@@ -28,19 +29,25 @@ func TestWaitOverBound(t *testing.T) {
 	}()
 
 	tests := []struct {
+		name   string
+		f      func(sc, row string) (float64, bool)
 		row    string
 		want   float64
 		wantOK bool
 	}{
-		{row: "leaselock", want: 0.5, wantOK: true},
-		{row: serialRow},
-		{row: "32 workers, 32 locks"},
+		{name: "wait over bound", f: waitOverBound, row: "leaselock", want: 0.5, wantOK: true},
+		{name: "wait over bound of the serial row", f: waitOverBound, row: serialRow},
+		{name: "wait over bound of distinct locks", f: waitOverBound, row: "32 workers, 32 locks"},
+		// leaselock's increments/s over the serial row's: the median of 0.8,
+		// 0.8 and 0.2, where the ratio of the medians would be 0.4.
+		{name: "serial row versus leaselock", f: versus, row: serialRow, want: 0.8, wantOK: true},
+		{name: "leaselock versus itself", f: versus, row: "leaselock", want: 1, wantOK: true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.row, func(t *testing.T) {
-			got, ok := waitOverBound(free8, tt.row)
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := tt.f(free8, tt.row)
 			if ok != tt.wantOK || math.Abs(got-tt.want) > 1e-9 {
-				t.Errorf("waitOverBound(%q) = %v, %v; want %v, %v", tt.row, got, ok, tt.want, tt.wantOK)
+				t.Errorf("%s(%q) = %v, %v; want %v, %v", tt.name, tt.row, got, ok, tt.want, tt.wantOK)
 			}
 		})
 	}

@@ -50,9 +50,7 @@ var comparisons = map[string]struct {
 
 // serialRows name, per scenario, the row of one worker alone whose cycle
 // sets the bound on the others' waits: wait p99 <= 2 x contenders x the
-// serial cycle. Each run's rows are checked against that run's serial row,
-// which runs next to them: the machine's speed drifts too much within a
-// minute for one median to judge another's.
+// serial cycle, in the same run (see perRun).
 var serialRows = map[string]string{
 	rounds8: serialRow,
 	free8:   serialRow,
@@ -73,20 +71,48 @@ func waitOverBound(sc, row string) (float64, bool) {
 	if !ok || row == serial {
 		return 0, false
 	}
-	var ratios []map[string]float64
-	for i, m := range results[sc][row] {
-		n := m["contenders"]
-		if n < 2 || i >= len(results[sc][serial]) {
-			continue
-		}
-		perSecond := results[sc][serial][i]["increments/s"]
-		if perSecond == 0 {
-			continue
+	return perRun(sc, row, serial, func(m, serial map[string]float64) (float64, bool) {
+		n, perSecond := m["contenders"], serial["increments/s"]
+		if n < 2 || perSecond == 0 {
+			return 0, false
 		}
 		bound := 2 * n * 1000 / perSecond
-		ratios = append(ratios, map[string]float64{boundColumn: m["wait-p99-ms"] / bound})
+		return m["wait-p99-ms"] / bound, true
+	})
+}
+
+// versus returns the median over runs of the ratio that comparisons
+// defines for row against the reference row of the same run.
+func versus(sc, row string) (float64, bool) {
+	cmp, ok := comparisons[sc]
+	if !ok {
+		return 0, false
 	}
-	return median(ratios, boundColumn)
+	return perRun(sc, row, cmp.ref, func(m, ref map[string]float64) (float64, bool) {
+		v, r := m[cmp.metric], ref[cmp.metric]
+		switch {
+		case v == 0 || r == 0:
+			return 0, false
+		case cmp.higherIsBetter:
+			return r / v, true
+		default:
+			return v / r, true
+		}
+	})
+}
+
+// perRun returns the median over runs of f applied to row's figures and
+// ref's of the same run. Runs are paired, not medians: the machine's speed
+// drifts too much within a minute for one row's median to judge another's.
+func perRun(sc, row, ref string, f func(m, ref map[string]float64) (float64, bool)) (float64, bool) {
+	rowRuns, refRuns := results[sc][row], results[sc][ref]
+	var vs []map[string]float64
+	for i := range min(len(rowRuns), len(refRuns)) {
+		if v, ok := f(rowRuns[i], refRuns[i]); ok {
+			vs = append(vs, map[string]float64{"v": v})
+		}
+	}
+	return median(vs, "v")
 }
 
 // The two 8-worker scenarios (see workload).
@@ -168,15 +194,10 @@ func table() string {
 				}
 			}
 			if hasRef {
-				v, ok1 := median(results[sc][row], cmp.metric)
-				ref, ok2 := median(results[sc][cmp.ref], cmp.metric)
-				switch {
-				case !ok1 || !ok2 || v == 0 || ref == 0:
+				if v, ok := versus(sc, row); ok {
+					fmt.Fprintf(&sb, "%.2fx|", v)
+				} else {
 					sb.WriteString("|")
-				case cmp.higherIsBetter:
-					fmt.Fprintf(&sb, "%.2fx|", ref/v)
-				default:
-					fmt.Fprintf(&sb, "%.2fx|", v/ref)
 				}
 			}
 			sb.WriteString("\n")
