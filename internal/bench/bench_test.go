@@ -331,9 +331,13 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		}
 	case idleRounds:
 		for r := range idleRoundCount {
+			// The pauses are not the rounds' time, nor their CPU time.
 			paused := time.Now()
+			client0, server0 := cpuTimes(b)
 			time.Sleep(resourcelock.WatchLinger + 250*time.Millisecond)
-			start = start.Add(time.Since(paused)) // the pauses are not the rounds' time
+			client1, server1 := cpuTimes(b)
+			start = start.Add(time.Since(paused))
+			clientCPU, serverCPU = clientCPU+client1-client0, serverCPU+server1-server0
 			round(func(i int) { once(i, r, r == 0) })
 		}
 	}
