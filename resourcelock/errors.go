@@ -20,6 +20,9 @@ var (
 	errNilLocker     = errors.New("resourcelock: ResourceLocker is nil: build one with NewResourceLocker")
 	errNilClient     = errors.New("resourcelock: client is nil")
 	errEmptyLockerID = errors.New("resourcelock: invalid lockerID \"\": must not be empty")
+	// errWatchListUnanswered is why a locker stops asking for watch-lists
+	// when one sent nothing in time (see syncWatch).
+	errWatchListUnanswered = errors.New("resourcelock: the watch-list sent no initial events in time")
 )
 
 // HeldError is the ErrLockHeld that AcquireLock returns: it names the Lease,

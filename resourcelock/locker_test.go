@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leaselock/leaselock/resourcelock"
 )
@@ -797,7 +800,13 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 			rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithClock(clk),
 				resourcelock.WithRetryInterval(20*time.Millisecond), resourcelock.WithRetryTimeout(time.Minute))
 			other := resourcelock.NewResourceLocker(base, unitNS, resourcelock.WithClock(clk))
-			ctx := context.Background()
+			var logMu sync.Mutex
+			var logged []string
+			ctx := logf.IntoContext(context.Background(), funcr.New(func(_, args string) {
+				logMu.Lock()
+				defer logMu.Unlock()
+				logged = append(logged, args)
+			}, funcr.Options{Verbosity: 1}))
 
 			// Two locks, so that the second waiter cannot use the first's
 			// watch.
@@ -817,6 +826,17 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 			}
 			if got := lists.Load(); got != 1 {
 				t.Errorf("watch-lists asked for: got %d, want 1", got)
+			}
+			logMu.Lock()
+			defer logMu.Unlock()
+			said := 0
+			for _, line := range logged {
+				if strings.Contains(line, "watch-lists not served") {
+					said++
+				}
+			}
+			if said != 1 {
+				t.Errorf("logged that watch-lists are not served %d times, want once: %q", said, logged)
 			}
 			if got, want := log.count("get"), 2; got != want {
 				t.Errorf("gets: got %d, want %d, one per waiter", got, want)

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // WatchLinger is how long a locker keeps the watch of a Lease open after
@@ -181,7 +182,7 @@ func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatc
 	})
 	if err != nil {
 		if !transient(err) {
-			rl.noWatchList.Store(true)
+			rl.noWatchLists(ctx, err)
 		}
 		return nil
 	}
@@ -200,11 +201,19 @@ func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatc
 			lw.end()
 			return nil
 		case <-timeout.C:
-			rl.noWatchList.Store(true)
+			rl.noWatchLists(ctx, errWatchListUnanswered)
 			lw.end()
 			return nil
 		case <-s.changed:
 		}
+	}
+}
+
+// noWatchLists turns watch-lists off for the locker, and logs why once.
+func (rl *ResourceLocker) noWatchLists(ctx context.Context, why error) {
+	if !rl.noWatchList.Swap(true) {
+		logf.FromContext(ctx).V(1).Info("watch-lists not served: waiters read the Lease before they watch it",
+			"namespace", rl.namespace, "reason", why.Error())
 	}
 }
 
