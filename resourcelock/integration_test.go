@@ -427,3 +427,74 @@ func TestServerCancelMidWriteLeavesNoLease(t *testing.T) {
 		}
 	}
 }
+
+// TestServerContendedLockWatchedFirst: two lockers take turns at a lock
+// while a third holds it, so their watches learn that lockers queue for it.
+// Those watches close (WatchLinger), and a burst later each locker watches
+// the held lock before it asks for it: a watch and no Create that must fail.
+func TestServerContendedLockWatchedFirst(t *testing.T) {
+	admin := testenv.Client(t)
+	ns := testenv.Namespace(t, admin)
+	ctx := context.Background()
+	holder := resourcelock.NewResourceLocker(admin, ns)
+	if err := holder.AcquireLock(ctx, "burst", "holder"); err != nil {
+		t.Fatal(err)
+	}
+
+	reqs := make([]*testenv.Requests, 2)
+	lockers := make([]*resourcelock.ResourceLocker, 2)
+	for i := range lockers {
+		reqs[i] = new(testenv.Requests)
+		lockers[i] = resourcelock.NewResourceLocker(testenv.CountedClient(t, reqs[i]), ns)
+	}
+	// Both wait for the holder, then take turns: the second to go has
+	// waited one handoff, which its Lease records for both watches to see.
+	var wg sync.WaitGroup
+	for i, rl := range lockers {
+		wg.Go(func() {
+			id := fmt.Sprint("replica-", i)
+			if err := rl.AcquireLock(ctx, "burst", id); err != nil {
+				t.Errorf("replica %d: AcquireLock: %v", i, err)
+				return
+			}
+			if err := rl.ReleaseLock(ctx, "burst", id); err != nil {
+				t.Errorf("replica %d: ReleaseLock: %v", i, err)
+			}
+		})
+	}
+	// Nothing here measures speed: the 30s only turn a hang into a failure.
+	for limit := time.Now().Add(30 * time.Second); reqs[0].Count("watch", "leases")+reqs[1].Count("watch", "leases") < 2; {
+		if time.Now().After(limit) {
+			t.Fatal("the replicas did not both watch the held lock within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := holder.ReleaseLock(ctx, "burst", "holder"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	time.Sleep(resourcelock.WatchLinger + 500*time.Millisecond) // the watches close
+
+	if err := holder.AcquireLock(ctx, "burst", "holder"); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.ReleaseLock(ctx, "burst", "holder")
+	for i, rl := range lockers {
+		reqs[i].Reset()
+		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		err := rl.AcquireLock(wctx, "burst", fmt.Sprint("replica-", i))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("replica %d: AcquireLock on a held lock: got %v, want context.DeadlineExceeded", i, err)
+		}
+		if got := reqs[i].Count("create", "leases"); got != 0 {
+			t.Errorf("replica %d: creates: got %d, want 0: the lock was contended a moment ago", i, got)
+		}
+		if got := reqs[i].Count("watch", "leases"); got != 1 {
+			t.Errorf("replica %d: watches: got %d, want 1", i, got)
+		}
+		if got := reqs[i].Count("get", "leases"); got != 0 {
+			t.Errorf("replica %d: gets: got %d, want 0", i, got)
+		}
+	}
+}
