@@ -36,8 +36,10 @@
 // and a Delete with the preconditions remembered from the acquire. A waiter
 // watches the Lease when the client can watch (client.NewWithWatch, or
 // WithWatchClient) and retries the moment it is released; the waiters of one
-// locker share one watch per Lease. Without a watch they poll at the retry
-// interval. When a Lease is released, waiters take turns by how many
+// locker share one watch per Lease. The watch sends the Lease first (a
+// watch-list), so a waiter does not read it; where the server does not serve
+// watch-lists, a waiter reads the Lease, then watches it. Without a watch
+// they poll at the retry interval. When a Lease is released, waiters take turns by how many
 // handoffs they have waited through, which each new holder records on its
 // Lease (HandoffsAnnotation), so a release does not make every waiter send a
 // Create.
