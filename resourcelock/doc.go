@@ -42,7 +42,9 @@
 // they poll at the retry interval. When a Lease is released, waiters take turns by how many
 // handoffs they have waited through, which each new holder records on its
 // Lease (HandoffsAnnotation), so a release does not make every waiter send a
-// Create.
+// Create. For a minute after a locker saw lockers take turns at a Lease, it
+// watches the Lease before it creates it: replicas that ask together again
+// do not all send a Create that all but one would lose.
 //
 // # Clocks
 //
