@@ -498,3 +498,53 @@ func TestServerContendedLockWatchedFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestServerBusyLockWatchedPlain: a waiter's first watch sends the Lease
+// first (a watch-list), which this server compresses event by event. When a
+// second acquire takes up that watch as it lingers, the lock is busy: the
+// locker replaces it with a plain watch from the last version it saw, whose
+// events come uncompressed, and the waiter still wakes on it.
+func TestServerBusyLockWatchedPlain(t *testing.T) {
+	admin := testenv.Client(t)
+	ns := testenv.Namespace(t, admin)
+	ctx := context.Background()
+	holder := resourcelock.NewResourceLocker(admin, ns)
+	var reqs testenv.Requests
+	rl := resourcelock.NewResourceLocker(testenv.CountedClient(t, &reqs), ns, resourcelock.WithRetryTimeout(30*time.Second))
+
+	for turn, watches := range []int{1, 2} {
+		if err := holder.AcquireLock(ctx, "busy", "holder"); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- rl.AcquireLock(ctx, "busy", "me") }()
+		// Nothing here measures speed: the 30s only turn a hang into a
+		// failure.
+		for limit := time.Now().Add(30 * time.Second); reqs.Count("watch", "leases") < watches; {
+			if time.Now().After(limit) {
+				t.Fatalf("turn %d: watches: got %d within 30s, want %d", turn, reqs.Count("watch", "leases"), watches)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := holder.ReleaseLock(ctx, "busy", "holder"); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("turn %d: AcquireLock: %v", turn, err)
+		}
+		if err := rl.ReleaseLock(ctx, "busy", "me"); err != nil {
+			t.Fatalf("turn %d: ReleaseLock: %v", turn, err)
+		}
+	}
+	if got, want := reqs.Count("watch", "leases"), 2; got != want {
+		t.Errorf("watches: got %d, want %d: a watch-list, then a plain watch", got, want)
+	}
+	if got, want := reqs.Compressed("watch", "leases"), 1; got != want {
+		t.Errorf("watches answered compressed: got %d, want %d, the watch-list only", got, want)
+	}
+	// The waiter woke on the watch: it neither read the Lease nor waited for
+	// it to expire, which would have sent an Update.
+	if got := reqs.Count("get", "leases") + reqs.Count("update", "leases"); got != 0 {
+		t.Errorf("gets and updates: got %d, want 0", got)
+	}
+}

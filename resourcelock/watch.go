@@ -43,12 +43,26 @@ const (
 // leaseWatch follows one Lease through a watch, for every waiter of one
 // locker: they wake when it changes instead of polling it.
 type leaseWatch struct {
-	rl     *ResourceLocker
-	name   string
-	w      watch.Interface
-	cancel context.CancelFunc
+	rl   *ResourceLocker
+	name string
+	// ctx carries the values of the call that opened the watch, not its
+	// cancellation: the watch outlives that call.
+	ctx context.Context
 
 	mu sync.Mutex
+	// w is the watch whose events apply; cancel ends its request.
+	w      watch.Interface
+	cancel context.CancelFunc
+	// next cancels the plain watch that unlist is sending; replay holds
+	// meanwhile the resourceVersions of the changes the watch-list sent,
+	// which the plain watch sends again.
+	next   context.CancelFunc
+	replay []string
+	// list is set while w is a watch-list (see syncWatch), whose events
+	// the server may compress one by one; see unlist.
+	list bool
+	// rv is the resourceVersion of the last event w sent.
+	rv string
 	// lease is the Lease as last seen, nil once it was deleted.
 	lease *coordinationv1.Lease
 	// seq counts the changes of lease, so a waiter can tell whether the
@@ -222,22 +236,17 @@ func (rl *ResourceLocker) noWatchLists(ctx context.Context, why error) {
 // it. lease is the Lease as known before the watch starts, nil when the
 // watch will send it; the watch is synced when lease is given.
 func (rl *ResourceLocker) startWatch(ctx context.Context, wc client.WithWatch, name string, lease *coordinationv1.Lease, raw *metav1.ListOptions) (*leaseWatch, error) {
-	raw.AllowWatchBookmarks = true
 	// The watch outlives the call that opens it, so it must not end with
 	// that call's ctx.
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w, err := wc.Watch(wctx, &coordinationv1.LeaseList{}, &client.ListOptions{
-		Namespace:     rl.namespace,
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", name),
-		Raw:           raw,
-	})
+	ctx = context.WithoutCancel(ctx)
+	wctx, cancel := context.WithCancel(ctx)
+	w, err := rl.watch(wctx, wc, name, raw)
 	if err != nil {
 		cancel()
-		rl.metrics.APIError(name, err)
 		return nil, err
 	}
 	lw := &leaseWatch{
-		rl: rl, name: name, w: w, cancel: cancel,
+		rl: rl, name: name, ctx: ctx, w: w, cancel: cancel, list: ptr.Deref(raw.SendInitialEvents, false),
 		lease: lease, synced: lease != nil, healthy: true, changed: make(chan struct{}),
 		refs: 1, herd: herd{gap: firstGap},
 	}
@@ -253,6 +262,22 @@ func (rl *ResourceLocker) startWatch(ctx context.Context, wc client.WithWatch, n
 	rl.mu.Unlock()
 	go lw.pump(w)
 	return lw, nil
+}
+
+// watch sends the watch of the Lease name with the given options, on top of
+// a field selector on the name and bookmarks.
+func (rl *ResourceLocker) watch(ctx context.Context, wc client.WithWatch, name string, raw *metav1.ListOptions) (watch.Interface, error) {
+	raw.AllowWatchBookmarks = true
+	w, err := wc.Watch(ctx, &coordinationv1.LeaseList{}, &client.ListOptions{
+		Namespace:     rl.namespace,
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", name),
+		Raw:           raw,
+	})
+	if err != nil {
+		rl.metrics.APIError(name, err)
+		return nil, err
+	}
+	return w, nil
 }
 
 // register makes lw the watch of its Lease for the locker's other callers,
@@ -290,29 +315,106 @@ func (rl *ResourceLocker) deleted(name string, uid types.UID) {
 	}
 }
 
-// pump applies the watch's events until it ends.
+// pump applies the events of w until it ends or a plain watch replaces it
+// (see unlist). A watch that ends on its own ends lw.
 func (lw *leaseWatch) pump(w watch.Interface) {
 	defer w.Stop()
 	for ev := range w.ResultChan() {
-		lease, ok := ev.Object.(*coordinationv1.Lease)
-		switch {
-		case ev.Type == watch.Error:
-			lw.end()
-			return
-		case ev.Type == watch.Bookmark:
-			if ok && lease.Annotations[metav1.InitialEventsAnnotationKey] == "true" {
-				lw.markSynced()
-			}
-		case !ok || lease.Name != lw.name:
-			// Not ours (a client that ignores the field selector), or
-			// progress only.
-		case ev.Type == watch.Deleted:
-			lw.set(nil)
-		default:
-			lw.set(lease)
+		if !lw.apply(w, ev) {
+			break
 		}
 	}
-	lw.end()
+	lw.mu.Lock()
+	current := lw.w == w
+	lw.mu.Unlock()
+	if current {
+		lw.end()
+	}
+}
+
+// apply applies one event of w, and reports false when w should stop: an
+// error event, or w is no longer the watch whose events apply.
+func (lw *leaseWatch) apply(w watch.Interface, ev watch.Event) bool {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.w != w || ev.Type == watch.Error {
+		return false
+	}
+	lease, ok := ev.Object.(*coordinationv1.Lease)
+	if ok && lease.ResourceVersion != "" {
+		lw.rv = lease.ResourceVersion
+	}
+	if ok && ev.Type != watch.Bookmark && lease.Name == lw.name {
+		switch {
+		case lw.next != nil: // the plain watch will send it again
+			lw.replay = append(lw.replay, lease.ResourceVersion)
+		case len(lw.replay) > 0 && lw.replay[0] == lease.ResourceVersion:
+			lw.replay = lw.replay[1:]
+			return true // the watch-list sent it
+		default:
+			lw.replay = nil
+		}
+	}
+	switch {
+	case ev.Type == watch.Bookmark:
+		if ok && lease.Annotations[metav1.InitialEventsAnnotationKey] == "true" {
+			lw.synced = true
+			lw.wake()
+		}
+	case !ok || lease.Name != lw.name:
+		// Not ours (a client that ignores the field selector), or
+		// progress only.
+	case ev.Type == watch.Deleted:
+		lw.update(nil)
+	default:
+		lw.update(lease)
+	}
+	return true
+}
+
+// unlist replaces a watch-list with a plain watch of the Lease from the last
+// version it sent, once a second AcquireLock call takes up the watch: the
+// lock is busy, and the watch will likely stay open for many changes. A
+// server that compresses responses compresses each event of a watch-list on
+// its own (the WatchListCompression feature, for any client that accepts
+// gzip, as Go's transport does by default): for events of a few hundred
+// bytes that costs CPU on both ends for every change, where the plain watch
+// costs one request, once.
+//
+// The watch-list goes on until the plain watch is open, so waiters never
+// see an older Lease than they would have. The plain watch sends again the
+// changes since rv that the watch-list sent meanwhile; apply skips them. If
+// the plain watch fails, the watch-list stays.
+func (lw *leaseWatch) unlist() {
+	lw.mu.Lock()
+	if !lw.healthy {
+		lw.mu.Unlock()
+		return
+	}
+	rv := lw.rv
+	ctx, cancel := context.WithCancel(lw.ctx)
+	lw.next, lw.replay = cancel, nil
+	lw.mu.Unlock()
+
+	w, err := lw.rl.watch(ctx, lw.rl.watchable(), lw.name, &metav1.ListOptions{ResourceVersion: rv})
+
+	lw.mu.Lock()
+	lw.next = nil
+	if err != nil || !lw.healthy {
+		lw.replay = nil
+		lw.mu.Unlock()
+		cancel()
+		if err == nil {
+			w.Stop()
+		}
+		return
+	}
+	old, oldCancel := lw.w, lw.cancel
+	lw.w, lw.cancel = w, cancel
+	lw.mu.Unlock()
+	old.Stop()
+	oldCancel()
+	go lw.pump(w)
 }
 
 // end marks the watch dead and forgets it, so the next waiter opens another,
@@ -336,21 +438,13 @@ func (lw *leaseWatch) end() {
 	defer lw.mu.Unlock()
 	if lw.healthy {
 		lw.healthy = false
-		close(lw.changed)
-		lw.changed = make(chan struct{})
+		lw.wake()
+	}
+	if lw.next != nil {
+		lw.next()
 	}
 	lw.w.Stop()
 	lw.cancel()
-}
-
-// markSynced records that the watch has sent the Lease as it was when the
-// watch started, or shown that there was none, and wakes the waiters.
-func (lw *leaseWatch) markSynced() {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	lw.synced = true
-	close(lw.changed)
-	lw.changed = make(chan struct{})
 }
 
 // set records the Lease as now known (nil: deleted) and wakes the waiters.
@@ -374,6 +468,11 @@ func (lw *leaseWatch) update(lease *coordinationv1.Lease) {
 			}
 		}
 	}
+	lw.wake()
+}
+
+// wake wakes the waiters; lw.mu must be held.
+func (lw *leaseWatch) wake() {
 	close(lw.changed)
 	lw.changed = make(chan struct{})
 }
@@ -396,8 +495,13 @@ func (lw *leaseWatch) state() watchState {
 	return watchState{lw.lease, lw.seq, lw.synced, lw.healthy, lw.unconfirmed, lw.changed}
 }
 
-// hold adds a reference; lw.mu must be held.
+// hold adds a reference; lw.mu must be held. A watch-list that was
+// lingering is replaced by a plain watch (see unlist).
 func (lw *leaseWatch) hold() {
+	if lw.refs == 0 && lw.list && lw.synced && lw.rv != "" {
+		lw.list = false
+		go lw.unlist()
+	}
 	lw.refs++
 	if lw.linger != nil {
 		lw.linger.Stop()

@@ -278,3 +278,127 @@ func TestContendedLockWatchesFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestBusyWatchListTurnsPlain: a watch-list is replaced by a plain watch
+// from the last version it sent when a call takes it up as it lingers, not
+// while other calls use it; a plain watch is never replaced, and the
+// changes after the switch still arrive.
+func TestBusyWatchListTurnsPlain(t *testing.T) {
+	base := fake.NewClientBuilder().Build()
+	held := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default"},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("other")},
+	}
+	if err := base.Create(context.Background(), held); err != nil {
+		t.Fatal(err)
+	}
+	type request struct {
+		list bool
+		rv   string
+	}
+	var mu sync.Mutex
+	var watches []request
+	plain := make(chan struct{}, 1)
+	c := interceptor.NewClient(WatchListFake{base}, interceptor.Funcs{
+		Watch: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+			w, err := c.Watch(ctx, list, opts...)
+			o := (&client.ListOptions{}).ApplyOptions(opts)
+			mu.Lock()
+			watches = append(watches, request{IsWatchList(opts), o.Raw.ResourceVersion})
+			mu.Unlock()
+			if !IsWatchList(opts) {
+				plain <- struct{}{}
+			}
+			return w, err
+		},
+	})
+	rl := NewResourceLocker(c, "default", WithMetrics(nil))
+	requests := func() []request {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(watches)
+	}
+
+	first := rl.syncWatch(context.Background(), "l")
+	if first == nil {
+		t.Fatal("syncWatch: got nil, want the watch")
+	}
+	second := rl.existingWatch("l") // a concurrent waiter
+	second.drop()
+	first.drop() // lingers
+	if got, want := requests(), []request{{list: true}}; !slices.Equal(got, want) {
+		t.Fatalf("watches while in use: got %v, want %v", got, want)
+	}
+
+	busy := rl.existingWatch("l")
+	t.Cleanup(busy.end)
+	select {
+	case <-plain:
+	case <-time.After(10 * time.Second): // a hang, not a speed limit
+		t.Fatal("no plain watch after a lingering watch-list was taken up")
+	}
+	if got, want := requests(), []request{{list: true}, {rv: held.ResourceVersion}}; !slices.Equal(got, want) {
+		t.Errorf("watches after the lock got busy: got %v, want %v", got, want)
+	}
+
+	s := busy.state()
+	if err := base.Delete(context.Background(), held); err != nil {
+		t.Fatal(err)
+	}
+	for s.lease != nil {
+		select {
+		case <-s.changed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the plain watch did not show the deletion")
+		}
+		if s = busy.state(); !s.healthy {
+			t.Fatal("the watch ended, want it healthy")
+		}
+	}
+
+	busy.drop()
+	again := rl.existingWatch("l")
+	if again != busy {
+		t.Fatal("existingWatch: got another watch, want the lingering one")
+	}
+	select {
+	case <-plain:
+		t.Error("a plain watch was replaced")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestUnlistSkipsReplayedChanges: while the plain watch that replaces a
+// watch-list is sent, the watch-list's changes still apply; the plain watch
+// sends them again, and they apply once. From the switch on, only the
+// plain watch's events apply.
+func TestUnlistSkipsReplayedChanges(t *testing.T) {
+	list, plain := watch.NewFake(), watch.NewFake()
+	lw := &leaseWatch{name: "l", w: list, healthy: true, changed: make(chan struct{}), next: func() {}}
+	version := func(rv string) *coordinationv1.Lease {
+		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "l", ResourceVersion: rv}}
+	}
+	step := func(w watch.Interface, ev watch.Event, wantSeq uint64) {
+		t.Helper()
+		lw.apply(w, ev)
+		if lw.seq != wantSeq {
+			t.Fatalf("after %s %s: seq got %d, want %d", ev.Type, ev.Object.(*coordinationv1.Lease).ResourceVersion, lw.seq, wantSeq)
+		}
+	}
+	step(list, watch.Event{Type: watch.Added, Object: version("5")}, 1)
+	step(list, watch.Event{Type: watch.Deleted, Object: version("6")}, 2)
+
+	lw.next, lw.w = nil, plain // unlist switches
+	if lw.apply(list, watch.Event{Type: watch.Added, Object: version("7")}) {
+		t.Error("the watch-list's events apply after the switch")
+	}
+	step(plain, watch.Event{Type: watch.Added, Object: version("5")}, 2)
+	step(plain, watch.Event{Type: watch.Deleted, Object: version("6")}, 2)
+	if lw.lease != nil {
+		t.Errorf("lease: got %v, want nil: it was deleted", lw.lease)
+	}
+	step(plain, watch.Event{Type: watch.Added, Object: version("7")}, 3)
+	if lw.lease == nil || lw.lease.ResourceVersion != "7" {
+		t.Errorf("lease: got %v, want version 7", lw.lease)
+	}
+}

@@ -18,9 +18,10 @@ import (
 // client side: what a lock costs the API server, measured, not estimated.
 // It also times the writes that succeed.
 type Requests struct {
-	mu     sync.Mutex
-	counts map[[2]string]int
-	writes map[string][]time.Duration
+	mu         sync.Mutex
+	counts     map[[2]string]int
+	compressed map[[2]string]int
+	writes     map[string][]time.Duration
 }
 
 // Count returns the requests of verb (get, list, watch, create, update,
@@ -30,6 +31,20 @@ func (r *Requests) Count(verb, resource string) int {
 	defer r.mu.Unlock()
 	n := 0
 	for k, c := range r.counts {
+		if (verb == "" || k[0] == verb) && (resource == "" || k[1] == resource) {
+			n += c
+		}
+	}
+	return n
+}
+
+// Compressed returns how many of the requests that Count counts were
+// answered gzip-compressed (the transport decompressed them).
+func (r *Requests) Compressed(verb, resource string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for k, c := range r.compressed {
 		if (verb == "" || k[0] == verb) && (resource == "" || k[1] == resource) {
 			n += c
 		}
@@ -50,6 +65,7 @@ func (r *Requests) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	clear(r.counts)
+	clear(r.compressed)
 	clear(r.writes)
 }
 
@@ -64,6 +80,26 @@ func (r *Requests) wrote(resource string, d time.Duration) {
 }
 
 func (r *Requests) add(req *http.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.counts == nil {
+		r.counts = map[[2]string]int{}
+	}
+	r.counts[key(req)]++
+}
+
+// decompressed records that the transport decompressed the answer to req.
+func (r *Requests) decompressed(req *http.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.compressed == nil {
+		r.compressed = map[[2]string]int{}
+	}
+	r.compressed[key(req)]++
+}
+
+// key is the verb and resource of req.
+func key(req *http.Request) [2]string {
 	verb := map[string]string{
 		http.MethodPost: "create", http.MethodPut: "update", http.MethodPatch: "patch", http.MethodDelete: "delete",
 	}[req.Method]
@@ -75,12 +111,7 @@ func (r *Requests) add(req *http.Request) {
 			verb = "list"
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.counts == nil {
-		r.counts = map[[2]string]int{}
-	}
-	r.counts[[2]string{verb, resourceName(req.URL.Path)}]++
+	return [2]string{verb, resourceName(req.URL.Path)}
 }
 
 // resourceName returns the resource of an API path such as
@@ -116,6 +147,9 @@ func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	t.r.add(req)
 	start := time.Now()
 	resp, err := t.next.RoundTrip(req)
+	if err == nil && resp.Uncompressed {
+		t.r.decompressed(req)
+	}
 	if err == nil && req.Method != http.MethodGet && resp.StatusCode/100 == 2 {
 		t.r.wrote(resourceName(req.URL.Path), time.Since(start))
 	}
