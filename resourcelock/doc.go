@@ -38,7 +38,10 @@
 // WithWatchClient) and retries the moment it is released; the waiters of one
 // locker share one watch per Lease. The watch sends the Lease first (a
 // watch-list), so a waiter does not read it; where the server does not serve
-// watch-lists, a waiter reads the Lease, then watches it. Without a watch
+// watch-lists, a waiter reads the Lease, then watches it. The server
+// compresses each event of a watch-list on its own, so when a second
+// AcquireLock takes up the watch of a busy Lease, the locker replaces it with
+// a plain watch: one request, once. Without a watch
 // they poll at the retry interval. When a Lease is released, waiters take turns by how many
 // handoffs they have waited through, which each new holder records on its
 // Lease (HandoffsAnnotation), so a release does not make every waiter send a
