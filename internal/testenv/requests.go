@@ -29,13 +29,7 @@ type Requests struct {
 func (r *Requests) Count(verb, resource string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
-	for k, c := range r.counts {
-		if (verb == "" || k[0] == verb) && (resource == "" || k[1] == resource) {
-			n += c
-		}
-	}
-	return n
+	return sum(r.counts, verb, resource)
 }
 
 // Compressed returns how many of the requests that Count counts were
@@ -43,8 +37,13 @@ func (r *Requests) Count(verb, resource string) int {
 func (r *Requests) Compressed(verb, resource string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return sum(r.compressed, verb, resource)
+}
+
+// sum adds up the counts of verb on resource; "" matches any.
+func sum(counts map[[2]string]int, verb, resource string) int {
 	n := 0
-	for k, c := range r.compressed {
+	for k, c := range counts {
 		if (verb == "" || k[0] == verb) && (resource == "" || k[1] == resource) {
 			n += c
 		}
