@@ -78,23 +78,19 @@ func (r *Requests) wrote(resource string, d time.Duration) {
 	r.writes[resource] = append(r.writes[resource], d)
 }
 
-func (r *Requests) add(req *http.Request) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.counts == nil {
-		r.counts = map[[2]string]int{}
-	}
-	r.counts[key(req)]++
-}
+func (r *Requests) add(req *http.Request) { r.bump(&r.counts, req) }
 
 // decompressed records that the transport decompressed the answer to req.
-func (r *Requests) decompressed(req *http.Request) {
+func (r *Requests) decompressed(req *http.Request) { r.bump(&r.compressed, req) }
+
+// bump counts req in *m.
+func (r *Requests) bump(m *map[[2]string]int, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.compressed == nil {
-		r.compressed = map[[2]string]int{}
+	if *m == nil {
+		*m = map[[2]string]int{}
 	}
-	r.compressed[key(req)]++
+	(*m)[key(req)]++
 }
 
 // key is the verb and resource of req.
