@@ -5,7 +5,10 @@ package bench_test
 
 import (
 	"context"
+	"encoding/csv"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -226,6 +229,8 @@ type section struct {
 	first bool
 	// round is the round the section belongs to, in a rounds workload.
 	round int
+	// worker is the index of the worker that ran it.
+	worker int
 }
 
 // workload is how the workers of a scenario ask for the lock.
@@ -290,7 +295,7 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 	// succeeded.
 	once := func(i, r int, first bool) bool {
 		w, name := ws[i], names[i]
-		s := section{asked: time.Now(), first: first, round: r}
+		s := section{asked: time.Now(), first: first, round: r, worker: i}
 		err := lock(ctx, w, name, func(ctx context.Context) error {
 			s.acquired = time.Now()
 			return increment(ctx, w.c, client.ObjectKey{Namespace: ns, Name: name})
@@ -314,6 +319,7 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		wg.Wait()
 	}
 	start := time.Now()
+	began := start // start moves past the pauses of idleRounds; began does not
 	end := start.Add(d)
 	switch load {
 	case freeRunning:
@@ -343,6 +349,11 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 	}
 	elapsed := time.Since(start)
 	clientCPU2, serverCPU2 := cpuTimes(b)
+	if path := os.Getenv("LEASELOCK_BENCH_SECTIONS"); path != "" {
+		if err := appendSections(path, scenario, row, began, byLock); err != nil {
+			b.Fatal(err)
+		}
+	}
 
 	var waits, later, handoffs, turns []time.Duration
 	n := 0
@@ -411,6 +422,29 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		m["contenders"] = float64(workers) // for the table only: see waitOverBound
 	}
 	record(b, scenario, row, m)
+}
+
+// appendSections appends every critical section of one run to the CSV file
+// at path, one line each, with times in microseconds from began: the raw
+// material behind a row's percentiles, for finding where its tail comes
+// from. The file gets a header line when it is new.
+func appendSections(path, scenario, row string, began time.Time, byLock map[string][]section) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	if fi, err := f.Stat(); err == nil && fi.Size() == 0 {
+		_ = w.Write([]string{"scenario", "row", "lock", "worker", "round", "asked_us", "acquired_us", "released_us"})
+	}
+	us := func(t time.Time) string { return strconv.FormatInt(t.Sub(began).Microseconds(), 10) }
+	for _, name := range slices.Sorted(maps.Keys(byLock)) {
+		for _, s := range byLock[name] {
+			_ = w.Write([]string{scenario, row, name, strconv.Itoa(s.worker), strconv.Itoa(s.round), us(s.asked), us(s.acquired), us(s.released)})
+		}
+	}
+	w.Flush()
+	return errors.Join(w.Error(), f.Close())
 }
 
 // warmUp sends w's first requests before the clock starts: a new client

@@ -1,8 +1,13 @@
 package bench_test
 
 import (
+	"encoding/csv"
 	"math"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 )
 
 // TestPerRun: each run's figures are judged against the reference row of the
@@ -50,5 +55,43 @@ func TestPerRun(t *testing.T) {
 				t.Errorf("%s(%q) = %v, %v; want %v, %v", tt.name, tt.row, got, ok, tt.want, tt.wantOK)
 			}
 		})
+	}
+}
+
+// TestAppendSections: two runs appended to one file give one header and a
+// line per section, each lock's sections in order, times in microseconds
+// from the start of its run; a row name with a comma survives.
+func TestAppendSections(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sections.csv")
+	began := time.Now()
+	at := func(us int) time.Time { return began.Add(time.Duration(us) * time.Microsecond) }
+	run := map[string][]section{
+		"shared": {
+			{asked: at(0), acquired: at(10), released: at(25), worker: 1},
+			{asked: at(5), acquired: at(30), released: at(41), worker: 0, round: 2},
+		},
+	}
+	for range 2 {
+		if err := appendSections(path, "scale", "2 contenders, one lock", began, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lines, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"scenario", "row", "lock", "worker", "round", "asked_us", "acquired_us", "released_us"},
+		{"scale", "2 contenders, one lock", "shared", "1", "0", "0", "10", "25"},
+		{"scale", "2 contenders, one lock", "shared", "0", "2", "5", "30", "41"},
+	}
+	want = append(want, want[1:]...)
+	if !slices.EqualFunc(lines, want, slices.Equal) {
+		t.Errorf("got %q, want %q", lines, want)
 	}
 }
