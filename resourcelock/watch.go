@@ -31,6 +31,10 @@ const (
 	firstGap = 2 * time.Millisecond
 	maxGap   = 10 * time.Millisecond
 
+	// headTie is the tie-break of a call whose Creates have not collided;
+	// see tieWindow.
+	headTie = minGap / 4
+
 	// minSyncWait is the least time a watch-list is given to send the
 	// Lease before the locker gives up on watch-lists; see syncWatch.
 	minSyncWait = 250 * time.Millisecond
@@ -552,16 +556,17 @@ func (lw *leaseWatch) herdDelay(lost, collisions int) time.Duration {
 	return headStart(lw.rounds-lost, lw.gap, tie, time.Since(lw.deletedAt))
 }
 
-// tieWindow is the random part of a head start: an eighth of a gap for a
-// call whose Creates have not collided, doubling with each collision up to
-// half a gap, and half a gap more for each peer (see peers). Waiters a gap
-// apart need no tie-break, and the head of the queue should not wait for
-// one; waiters that collided are tied with others and spread out. Peers
-// cannot be ordered at all: spread over half a gap each, the first of them
-// to go is usually alone, and the others see its Lease before their own
-// delay ends.
+// tieWindow is the random part of a head start: headTie for a call whose
+// Creates have not collided, doubling with each collision up to the least
+// gap, and half a gap more for each peer (see peers). Waiters a gap apart
+// need no tie-break, and the head of the queue should not wait for one; a
+// wider gap (fewer Creates that collide) must not slow it down, so its
+// tie-break does not grow with the gap. Waiters that collided are tied with
+// others and spread out. Peers cannot be ordered at all: spread over half a
+// gap each, the first of them to go is usually alone, and the others see
+// its Lease before their own delay ends.
 func tieWindow(gap time.Duration, collisions, peers int) time.Duration {
-	return gap/8<<min(collisions, 2) + time.Duration(peers)*gap/2
+	return headTie<<min(collisions, 2) + time.Duration(peers)*gap/2
 }
 
 // peers estimates how many other waiters are tied with one that lost lost
@@ -607,9 +612,14 @@ func (lw *leaseWatch) collided() {
 	lw.gap = min(lw.gap*3/2, maxGap)
 }
 
-// won narrows the gap after a delayed Create that won.
+// won narrows the gap after a delayed Create that won. It narrows by far
+// less than a collision widens it, so the gap settles where about one
+// delayed Create in fifteen collides (1.5^p x 0.97^(1-p) = 1): the head of
+// the queue almost always goes first, so a wide gap costs a handoff only
+// when it does not, while a gap narrower than the time a new Lease takes
+// to reach the others makes the next waiter send a Create that fails.
 func (lw *leaseWatch) won() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	lw.gap = max(lw.gap*9/10, minGap)
+	lw.gap = max(lw.gap*97/100, minGap)
 }

@@ -50,26 +50,55 @@ func TestHeadStart(t *testing.T) {
 	}
 }
 
-// TestTieWindow: an eighth of a gap until a call's Create collides, then
-// doubling up to half a gap, so the tie-break never reaches the next slot;
-// half a gap more for each peer.
+// TestTieWindow: a quarter of a millisecond until a call's Create collides,
+// whatever the gap, then doubling up to the least gap, so the tie-break
+// never reaches the next slot; half a gap more for each peer.
 func TestTieWindow(t *testing.T) {
-	const gap = 8 * time.Millisecond
+	const us = time.Microsecond
 	tests := []struct {
+		gap               time.Duration
 		collisions, peers int
 		want              time.Duration
 	}{
-		{0, 0, time.Millisecond},
-		{1, 0, 2 * time.Millisecond},
-		{2, 0, 4 * time.Millisecond},
-		{9, 0, 4 * time.Millisecond},
-		{0, 1, 5 * time.Millisecond},
-		{1, 6, 26 * time.Millisecond},
+		{8 * time.Millisecond, 0, 0, 250 * us},
+		{minGap, 0, 0, 250 * us},
+		{maxGap, 0, 0, 250 * us},
+		{8 * time.Millisecond, 1, 0, 500 * us},
+		{8 * time.Millisecond, 2, 0, minGap},
+		{8 * time.Millisecond, 9, 0, minGap},
+		{8 * time.Millisecond, 0, 1, 4250 * us},
+		{8 * time.Millisecond, 1, 6, 24500 * us},
 	}
 	for _, tt := range tests {
-		if got := tieWindow(gap, tt.collisions, tt.peers); got != tt.want {
-			t.Errorf("tieWindow(%v, %d, %d): got %v, want %v", gap, tt.collisions, tt.peers, got, tt.want)
+		if got := tieWindow(tt.gap, tt.collisions, tt.peers); got != tt.want {
+			t.Errorf("tieWindow(%v, %d, %d): got %v, want %v", tt.gap, tt.collisions, tt.peers, got, tt.want)
 		}
+	}
+}
+
+// TestGapOutweighsCollisions: one delayed Create that collided widens the
+// gap by more than a dozen that won narrow it, and the gap stays within
+// [minGap, maxGap].
+func TestGapOutweighsCollisions(t *testing.T) {
+	lw := &leaseWatch{herd: herd{gap: firstGap}}
+	lw.collided()
+	for range 12 {
+		lw.won()
+	}
+	if lw.gap <= firstGap {
+		t.Errorf("gap after a collision and 12 wins: got %v, want more than %v", lw.gap, firstGap)
+	}
+	for range 200 {
+		lw.won()
+	}
+	if lw.gap != minGap {
+		t.Errorf("gap after 200 more wins: got %v, want %v", lw.gap, minGap)
+	}
+	for range 20 {
+		lw.collided()
+	}
+	if lw.gap != maxGap {
+		t.Errorf("gap after 20 collisions: got %v, want %v", lw.gap, maxGap)
 	}
 }
 
