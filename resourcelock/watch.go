@@ -35,6 +35,10 @@ const (
 	// see tieWindow.
 	headTie = minGap / 4
 
+	// maxSpread bounds the tie-break of a waiter in a cohort bigger than
+	// the queue its watch knows; see herdDelay.
+	maxSpread = 32 * time.Millisecond
+
 	// minSyncWait is the least time a watch-list is given to send the
 	// Lease before the locker gives up on watch-lists; see syncWatch.
 	minSyncWait = 250 * time.Millisecond
@@ -513,6 +517,17 @@ func (lw *leaseWatch) hold() {
 	}
 }
 
+// busy replaces a watch-list with a plain watch (see unlist) at once, for
+// a waiter that will see many changes before its turn.
+func (lw *leaseWatch) busy() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.list && lw.synced && lw.rv != "" {
+		lw.list = false
+		go lw.unlist()
+	}
+}
+
 // drop removes the caller's reference; the last one starts the linger,
 // after which the watch closes.
 func (lw *leaseWatch) drop() {
@@ -549,11 +564,24 @@ func (lw *leaseWatch) drop() {
 // when a Create collides (two waiters went together) and shrinks when one
 // wins cleanly, to fit how fast the watch shows a new Lease. See headStart
 // and tieWindow.
-func (lw *leaseWatch) herdDelay(lost, collisions int) time.Duration {
+//
+// A waiter tied with a cohort that the queue estimate does not cover (every
+// winner so far waited as many handoffs as the queue was known to hold, as
+// when many replicas asked together for the first time) cannot count its
+// peers. Its tie-break is spread, which the caller widens from how long its
+// Creates that failed took (see acquirer.widen), but at most rounds gaps: a
+// locker that asks again after its turn waits that long, and must not go
+// before the cohort. herdDelay reports whether the waiter is in such a
+// cohort.
+func (lw *leaseWatch) herdDelay(lost, collisions int, spread time.Duration) (time.Duration, bool) {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	tie := tieWindow(lw.gap, collisions, peers(lost, lw.rounds, lw.queue))
-	return headStart(lw.rounds-lost, lw.gap, tie, time.Since(lw.deletedAt))
+	cohort := tied(lost, lw.rounds) && lw.queue <= lw.rounds+1
+	if cohort {
+		tie = max(tie, min(spread, time.Duration(lw.rounds)*lw.gap))
+	}
+	return headStart(lw.rounds-lost, lw.gap, tie, time.Since(lw.deletedAt)), cohort
 }
 
 // tieWindow is the random part of a head start: headTie for a call whose
@@ -580,10 +608,16 @@ func tieWindow(gap time.Duration, collisions, peers int) time.Duration {
 // waiter that lost any other count has no known peers: the head of a queue
 // served in order has lost as many as the last winner, who had waited.
 func peers(lost, rounds, queue int) int {
-	if lost != rounds+1 && (lost != 0 || rounds != 0) {
+	if !tied(lost, rounds) {
 		return 0
 	}
 	return max(queue-2-rounds, 0)
+}
+
+// tied reports whether a waiter that lost lost handoffs, when the last
+// winner had waited rounds, is tied with a cohort; see peers.
+func tied(lost, rounds int) bool {
+	return lost == rounds+1 || lost == 0 && rounds == 0
 }
 
 // headStart is the delay of a waiter with ahead handoffs fewer than the

@@ -129,6 +129,76 @@ func TestPeers(t *testing.T) {
 	}
 }
 
+// TestHerdDelayCohort: a waiter tied with a cohort bigger than the queue
+// its watch knows spreads its Create over its spread, but over no more than
+// the head start of a locker that asks again after its turn (rounds gaps);
+// a waiter whose peers the queue counts, and the head of a queue served in
+// order, do not spread.
+func TestHerdDelayCohort(t *testing.T) {
+	const gap, spread = 4 * time.Millisecond, 20 * time.Millisecond
+	tests := []struct {
+		name                string
+		lost, rounds, queue int
+		cohort              bool
+		window              time.Duration
+	}{
+		{"first handoff of lockers that asked together", 0, 0, 0, true, headTie},
+		{"the cohort, two handoffs on", 2, 1, 2, true, gap},
+		{"the cohort, ten handoffs on", 10, 9, 10, true, spread},
+		{"a cohort as big as a queue seen before", 1, 0, 8, false, headTie + 6*gap/2},
+		{"head of a queue served in order", 7, 7, 8, false, headTie},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lw := &leaseWatch{rounds: tt.rounds, deletedAt: time.Now(), herd: herd{gap: gap, queue: tt.queue}}
+			var longest time.Duration
+			for range 200 {
+				d, cohort := lw.herdDelay(tt.lost, 0, spread)
+				if cohort != tt.cohort {
+					t.Fatalf("herdDelay(%d, 0, %v) with rounds %d, queue %d: got cohort %t, want %t", tt.lost, spread, tt.rounds, tt.queue, cohort, tt.cohort)
+				}
+				longest = max(longest, d)
+			}
+			if longest > tt.window || longest <= tt.window/2 {
+				t.Errorf("longest of 200 delays: got %v, want in (%v, %v]", longest, tt.window/2, tt.window)
+			}
+		})
+	}
+}
+
+// TestCohortSpread: in a cohort, a Create that collided spreads the next
+// ones over the time it took, up to maxSpread, and each handoff another
+// waiter wins cleanly narrows the spread again; outside a cohort the spread
+// stays as it was.
+func TestCohortSpread(t *testing.T) {
+	a := &acquirer{lw: &leaseWatch{herd: herd{gap: firstGap}}, delayed: true, cohort: true}
+	a.rtt = 15 * time.Millisecond
+	a.lost(true)
+	if a.spread != 15*time.Millisecond {
+		t.Fatalf("after a collision whose Create took 15ms: got spread %v, want 15ms", a.spread)
+	}
+	a.lost(false)
+	if a.spread != 9*time.Millisecond {
+		t.Fatalf("after a clean handoff: got spread %v, want 9ms", a.spread)
+	}
+	a.rtt = time.Second
+	a.lost(true)
+	if a.spread != maxSpread {
+		t.Fatalf("after a Create that took 1s: got spread %v, want %v", a.spread, maxSpread)
+	}
+	for range 20 {
+		a.lost(false)
+	}
+	if a.spread != headTie {
+		t.Fatalf("after 20 clean handoffs: got spread %v, want %v", a.spread, headTie)
+	}
+	a.cohort = false
+	a.lost(true)
+	if a.spread != headTie {
+		t.Errorf("a collision outside a cohort: got spread %v, want %v", a.spread, headTie)
+	}
+}
+
 // TestQueueEstimate: the queue is one more than the most handoffs a recent
 // winner waited, and forgets lockers that left once twice its length of
 // winners have waited less.
