@@ -286,6 +286,10 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		ws[i] = newWorker()
 		warmUp(b, ws[i], client.ObjectKey{Namespace: ns, Name: names[i]})
 	}
+	requestsPath := os.Getenv("LEASELOCK_BENCH_REQUESTS")
+	if requestsPath != "" {
+		reqs.Trace()
+	}
 	reqs.Reset()
 	clientCPU, serverCPU := cpuTimes(b)
 
@@ -351,6 +355,11 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 	clientCPU2, serverCPU2 := cpuTimes(b)
 	if path := os.Getenv("LEASELOCK_BENCH_SECTIONS"); path != "" {
 		if err := appendSections(path, scenario, row, began, byLock); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if requestsPath != "" {
+		if err := appendRequests(requestsPath, scenario, row, began, reqs.Log()); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -427,23 +436,46 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 // appendSections appends every critical section of one run to the CSV file
 // at path, one line each, with times in microseconds from began: the raw
 // material behind a row's percentiles, for finding where its tail comes
-// from. The file gets a header line when it is new.
+// from.
 func appendSections(path, scenario, row string, began time.Time, byLock map[string][]section) error {
+	var lines [][]string
+	for _, name := range slices.Sorted(maps.Keys(byLock)) {
+		for _, s := range byLock[name] {
+			lines = append(lines, []string{scenario, row, name, strconv.Itoa(s.worker), strconv.Itoa(s.round), us(s.asked, began), us(s.acquired, began), us(s.released, began)})
+		}
+	}
+	return appendCSV(path, []string{"scenario", "row", "lock", "worker", "round", "asked_us", "acquired_us", "released_us"}, lines)
+}
+
+// appendRequests appends every request of one run (Lease and ConfigMap,
+// failed ones too) to the CSV file at path, one line each, in the order
+// sent, with times in microseconds from began: the raw material behind a
+// row's requests per acquisition, for finding when and why a row sends
+// more than it should.
+func appendRequests(path, scenario, row string, began time.Time, log []testenv.Request) error {
+	slices.SortStableFunc(log, func(a, b testenv.Request) int { return a.Sent.Compare(b.Sent) })
+	lines := make([][]string, 0, len(log))
+	for _, r := range log {
+		lines = append(lines, []string{scenario, row, r.Verb, r.Resource, strconv.Itoa(r.Code), us(r.Sent, began), strconv.FormatInt(r.Took.Microseconds(), 10)})
+	}
+	return appendCSV(path, []string{"scenario", "row", "verb", "resource", "code", "sent_us", "took_us"}, lines)
+}
+
+// us is t in microseconds from began.
+func us(t, began time.Time) string { return strconv.FormatInt(t.Sub(began).Microseconds(), 10) }
+
+// appendCSV appends lines to the CSV file at path, after header when the
+// file is new.
+func appendCSV(path string, header []string, lines [][]string) error {
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	w := csv.NewWriter(f)
 	if fi, err := f.Stat(); err == nil && fi.Size() == 0 {
-		_ = w.Write([]string{"scenario", "row", "lock", "worker", "round", "asked_us", "acquired_us", "released_us"})
+		_ = w.Write(header)
 	}
-	us := func(t time.Time) string { return strconv.FormatInt(t.Sub(began).Microseconds(), 10) }
-	for _, name := range slices.Sorted(maps.Keys(byLock)) {
-		for _, s := range byLock[name] {
-			_ = w.Write([]string{scenario, row, name, strconv.Itoa(s.worker), strconv.Itoa(s.round), us(s.asked), us(s.acquired), us(s.released)})
-		}
-	}
-	w.Flush()
+	_ = w.WriteAll(lines)
 	return errors.Join(w.Error(), f.Close())
 }
 

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/leaselock/leaselock/internal/testenv"
 )
 
 // TestPerRun: each run's figures are judged against the reference row of the
@@ -89,6 +91,42 @@ func TestAppendSections(t *testing.T) {
 		{"scenario", "row", "lock", "worker", "round", "asked_us", "acquired_us", "released_us"},
 		{"scale", "2 contenders, one lock", "shared", "1", "0", "0", "10", "25"},
 		{"scale", "2 contenders, one lock", "shared", "0", "2", "5", "30", "41"},
+	}
+	want = append(want, want[1:]...)
+	if !slices.EqualFunc(lines, want, slices.Equal) {
+		t.Errorf("got %q, want %q", lines, want)
+	}
+}
+
+// TestAppendRequests: the requests of a run are appended in the order sent,
+// whatever order they were logged in, with their status and times in
+// microseconds from the start of the run, under one header.
+func TestAppendRequests(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "requests.csv")
+	began := time.Now()
+	at := func(us int) time.Time { return began.Add(time.Duration(us) * time.Microsecond) }
+	log := []testenv.Request{
+		{Verb: "delete", Resource: "leases", Sent: at(40), Took: 3 * time.Microsecond, Code: 200},
+		{Verb: "create", Resource: "leases", Sent: at(10), Took: 25 * time.Microsecond, Code: 409},
+	}
+	for range 2 {
+		if err := appendRequests(path, "scale", "32 contenders, one lock", began, log); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lines, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"scenario", "row", "verb", "resource", "code", "sent_us", "took_us"},
+		{"scale", "32 contenders, one lock", "create", "leases", "409", "10", "25"},
+		{"scale", "32 contenders, one lock", "delete", "leases", "200", "40", "3"},
 	}
 	want = append(want, want[1:]...)
 	if !slices.EqualFunc(lines, want, slices.Equal) {

@@ -22,6 +22,34 @@ type Requests struct {
 	counts     map[[2]string]int
 	compressed map[[2]string]int
 	writes     map[string][]time.Duration
+	// tracing is set by Trace; log then holds every request since.
+	tracing bool
+	log     []Request
+}
+
+// Request is one request as Requests traces it.
+type Request struct {
+	Verb, Resource string
+	Sent           time.Time
+	// Took is how long the response took to come (for a watch, its
+	// headers); Code is its status, 0 when none came.
+	Took time.Duration
+	Code int
+}
+
+// Trace makes r keep every request from now on, for Log: when each was
+// sent, how long it took and what it got, the raw material behind a count.
+func (r *Requests) Trace() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tracing = true
+}
+
+// Log returns the requests traced since Trace, or since the last Reset.
+func (r *Requests) Log() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.log)
 }
 
 // Count returns the requests of verb (get, list, watch, create, update,
@@ -59,13 +87,31 @@ func (r *Requests) Writes(resource string) []time.Duration {
 	return slices.Clone(r.writes[resource])
 }
 
-// Reset sets every count to zero and forgets the writes.
+// Reset sets every count to zero and forgets the writes and the traced
+// requests.
 func (r *Requests) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	clear(r.counts)
 	clear(r.compressed)
 	clear(r.writes)
+	r.log = nil
+}
+
+// traced records req, sent at sent, if r traces; resp is nil when no
+// response came.
+func (r *Requests) traced(req *http.Request, sent time.Time, resp *http.Response) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.tracing {
+		return
+	}
+	k := key(req)
+	e := Request{Verb: k[0], Resource: k[1], Sent: sent, Took: time.Since(sent)}
+	if resp != nil {
+		e.Code = resp.StatusCode
+	}
+	r.log = append(r.log, e)
 }
 
 // wrote records a write of resource that succeeded in d.
@@ -142,6 +188,11 @@ func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	t.r.add(req)
 	start := time.Now()
 	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		t.r.traced(req, start, nil)
+	} else {
+		t.r.traced(req, start, resp)
+	}
 	if err == nil && resp.Uncompressed {
 		t.r.decompressed(req)
 	}

@@ -3,6 +3,7 @@ package testenv
 import (
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 )
 
@@ -26,15 +27,9 @@ func TestRequestsTimesSucceededWrites(t *testing.T) {
 		{http.MethodGet, "/apis/coordination.k8s.io/v1/namespaces/ns/leases/a"},
 		{http.MethodPut, "/api/v1/namespaces/ns/configmaps/a"},
 	} {
-		req, err := http.NewRequest(tt.method, srv.URL+tt.path, nil)
-		if err != nil {
+		if err := send(c, tt.method, srv.URL+tt.path); err != nil {
 			t.Fatal(err)
 		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
 	}
 	if got := r.Count("", "leases"); got != 4 {
 		t.Errorf("lease requests: got %d, want 4", got)
@@ -49,4 +44,70 @@ func TestRequestsTimesSucceededWrites(t *testing.T) {
 	if got := len(r.Writes("leases")); got != 0 {
 		t.Errorf("after Reset: got %d timed writes, want 0", got)
 	}
+}
+
+// TestRequestsTrace: once traced, every request is logged in the order sent,
+// with its verb, resource and status (0 when no response came); before
+// Trace nothing is, and Reset forgets the log.
+func TestRequestsTrace(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodPost {
+			w.WriteHeader(http.StatusConflict)
+		}
+	}))
+	defer srv.Close()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	var r Requests
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: countingTransport{tr, &r}}
+	leases := "/apis/coordination.k8s.io/v1/namespaces/ns/leases"
+
+	if err := send(c, http.MethodGet, srv.URL+leases+"/a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Log(); len(got) != 0 {
+		t.Errorf("before Trace: got %d requests logged, want 0", len(got))
+	}
+	r.Trace()
+	for _, u := range []struct{ method, url string }{
+		{http.MethodPost, srv.URL + leases},
+		{http.MethodGet, srv.URL + leases + "?watch=true"},
+		{http.MethodDelete, gone.URL + leases + "/a"},
+	} {
+		_ = send(c, u.method, u.url) // the last fails: no server
+	}
+	type entry struct {
+		verb, resource string
+		code           int
+	}
+	var got []entry
+	for i, e := range r.Log() {
+		if i > 0 && e.Sent.Before(r.Log()[i-1].Sent) || e.Took <= 0 {
+			t.Errorf("request %d: sent %v, took %v: out of order or untimed", i, e.Sent, e.Took)
+		}
+		got = append(got, entry{e.Verb, e.Resource, e.Code})
+	}
+	want := []entry{{"create", "leases", http.StatusConflict}, {"watch", "leases", http.StatusOK}, {"delete", "leases", 0}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	r.Reset()
+	if got := r.Log(); len(got) != 0 {
+		t.Errorf("after Reset: got %d requests logged, want 0", len(got))
+	}
+}
+
+// send sends a request without a body and discards the answer.
+func send(c *http.Client, method, url string) error {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
 }
