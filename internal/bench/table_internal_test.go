@@ -78,15 +78,7 @@ func TestAppendSections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	lines, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lines := readCSV(t, path)
 	want := [][]string{
 		{"scenario", "row", "lock", "worker", "round", "asked_us", "acquired_us", "released_us"},
 		{"scale", "2 contenders, one lock", "shared", "1", "0", "0", "10", "25"},
@@ -114,15 +106,7 @@ func TestAppendRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	lines, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lines := readCSV(t, path)
 	want := [][]string{
 		{"scenario", "row", "verb", "resource", "code", "sent_us", "took_us"},
 		{"scale", "32 contenders, one lock", "create", "leases", "409", "10", "25"},
@@ -132,4 +116,19 @@ func TestAppendRequests(t *testing.T) {
 	if !slices.EqualFunc(lines, want, slices.Equal) {
 		t.Errorf("got %q, want %q", lines, want)
 	}
+}
+
+// readCSV returns the lines of the CSV file at path.
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lines, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lines
 }
