@@ -101,13 +101,14 @@ func (r *Requests) Reset() {
 // traced records req, sent at sent, if r traces; resp is nil when no
 // response came.
 func (r *Requests) traced(req *http.Request, sent time.Time, resp *http.Response) {
+	took := time.Since(sent) // before waiting for the lock
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.tracing {
 		return
 	}
 	k := key(req)
-	e := Request{Verb: k[0], Resource: k[1], Sent: sent, Took: time.Since(sent)}
+	e := Request{Verb: k[0], Resource: k[1], Sent: sent, Took: took}
 	if resp != nil {
 		e.Code = resp.StatusCode
 	}
