@@ -41,10 +41,10 @@
 // watch-lists, a waiter reads the Lease, then watches it. The server
 // compresses each event of a watch-list on its own, so when a second
 // AcquireLock takes up the watch of a busy Lease, the locker replaces it with
-// a plain watch: one request, once. Without a watch
-// they poll at the retry interval. When a Lease is released, waiters take turns by how many
-// handoffs they have waited through, which each new holder records on its
-// Lease (HandoffsAnnotation), so a release does not make every waiter send a
+// a plain watch: one request, once. Without a watch they poll at the retry
+// interval. When a Lease is released, waiters take turns by how many handoffs
+// they have waited through, which each new holder records on its Lease
+// (HandoffsAnnotation), so a release does not make every waiter send a
 // Create. For a minute after a locker saw lockers take turns at a Lease, it
 // watches the Lease before it creates it: replicas that ask together again
 // do not all send a Create that all but one would lose.
@@ -66,4 +66,17 @@
 // uses for every lease.
 //
 // A Lease with no holderIdentity or no leaseDurationSeconds is free.
+//
+// # Metrics
+//
+// A locker records leaselock_acquire_duration_seconds (by result: acquired,
+// held, cancelled, error), leaselock_wait_duration_seconds,
+// leaselock_hold_duration_seconds, leaselock_contended_acquisitions_total,
+// leaselock_expired_takeovers_total, leaselock_release_taken_over_total and
+// leaselock_api_errors_total (by kind) with controller-runtime's
+// metrics.Registry, which a manager serves on /metrics; WithMetrics chooses
+// another registerer, or none. They carry no holder label, and a lock label
+// only with WithLockNameLabel. Every locker on one registerer, and every
+// withlock.Locker, shares its labels: the first to register there decides
+// whether they carry the lock name.
 package resourcelock

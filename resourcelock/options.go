@@ -110,7 +110,9 @@ func WithMetrics(reg prometheus.Registerer) Option {
 
 // WithLockNameLabel labels every metric with the lock name. Off by default:
 // use it only when the lock names are few and fixed, since each name makes a
-// time series of its own. Lockers that share a registerer must agree on it.
+// time series of its own. Lockers that share a registerer share its labels:
+// the first locker to register there decides, and the option of a later one
+// has no effect (see the package doc).
 func WithLockNameLabel() Option {
 	return func(rl *ResourceLocker) { rl.byName = true }
 }

@@ -39,21 +39,7 @@ func TestLockLostIsCountedAndLogged(t *testing.T) {
 		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(nil))
 	l := withlock.New(rl, withlock.WithMetrics(reg), withlock.WithIdentity("pod-a"))
 
-	err := l.WithLock(ctx, "slow", func(ctx context.Context) error {
-		for !clk.HasWaiters() {
-			time.Sleep(time.Millisecond) // until the lock-lost timer waits on the clock
-		}
-		clk.Step(9 * time.Second) // past 10s less the 2s default margin
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Second):
-			t.Error("fn's ctx not cancelled after the clock passed the lease less the margin")
-		}
-		return nil
-	})
-	if !errors.Is(err, withlock.ErrLockLost) {
-		t.Fatalf("got %v, want ErrLockLost", err)
-	}
+	outliveLease(t, ctx, l, clk, "slow")
 	want := `
 # HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
 # TYPE leaselock_locks_lost_total counter
@@ -71,5 +57,49 @@ leaselock_locks_lost_total 1
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("log line %s: want %s in it", lines[0], want)
 		}
+	}
+}
+
+// TestLockLostFollowsTheRegisterersLabel gives the lock name label to the
+// ResourceLocker only: the locks-lost counter of a Locker on the same
+// registerer takes the label too, and is exported.
+func TestLockLostFollowsTheRegisterersLabel(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	clk := testingclock.NewFakeClock(time.Now())
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
+		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg), resourcelock.WithLockNameLabel())
+	l := withlock.New(rl, withlock.WithMetrics(reg))
+
+	outliveLease(t, context.Background(), l, clk, "slow")
+	want := `
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# TYPE leaselock_locks_lost_total counter
+leaselock_locks_lost_total{lock="slow"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "leaselock_locks_lost_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// outliveLease runs a function under l's lock name until the fake clock
+// has passed the lease less the margin (lease 10s, default margin 2s), and
+// checks that the call reports the lock lost.
+func outliveLease(t *testing.T, ctx context.Context, l *withlock.Locker, clk *testingclock.FakeClock, name string) {
+	t.Helper()
+	err := l.WithLock(ctx, name, func(ctx context.Context) error {
+		for !clk.HasWaiters() {
+			time.Sleep(time.Millisecond) // until the lock-lost timer waits on the clock
+		}
+		clk.Step(9 * time.Second)
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+			t.Error("fn's ctx not cancelled after the clock passed the lease less the margin")
+		}
+		return nil
+	})
+	if !errors.Is(err, withlock.ErrLockLost) {
+		t.Fatalf("got %v, want ErrLockLost", err)
 	}
 }

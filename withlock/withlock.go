@@ -92,7 +92,10 @@ func WithMetrics(reg prometheus.Registerer) Option {
 }
 
 // WithLockNameLabel labels the locks-lost metric with the lock name; see
-// resourcelock.WithLockNameLabel for the cost.
+// resourcelock.WithLockNameLabel for the cost. The metrics of one registerer
+// share their labels, and the first to register there decides: a Locker made
+// after its ResourceLocker, on the same registerer, follows the
+// ResourceLocker's choice whatever it is given.
 func WithLockNameLabel() Option {
 	return func(l *Locker) { l.byName = true }
 }
@@ -113,7 +116,9 @@ func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
 	return l
 }
 
-// Do runs fn while holding the lock name from rl, as New(rl).WithLock does.
+// Do runs fn while holding the lock name from rl, as New(rl).WithLock does:
+// its locks-lost metric goes to controller-runtime's metrics.Registry. Build a
+// Locker with WithMetrics when rl records to another registerer.
 func Do(ctx context.Context, rl *resourcelock.ResourceLocker, name string, fn func(ctx context.Context) error) error {
 	return New(rl).WithLock(ctx, name, fn)
 }

@@ -39,25 +39,26 @@ type Set struct {
 // milliseconds, and a waiter gives up after seconds.
 var buckets = prometheus.ExponentialBuckets(0.001, 2, 16)
 
-type key struct {
-	reg    prometheus.Registerer
-	byName bool
-}
-
 var (
 	mu   sync.Mutex
-	sets = map[key]*Set{}
+	sets = map[prometheus.Registerer]*Set{}
 )
 
 // For returns the metrics registered with reg, labelled by lock name when
 // byName is set, registering them on first use. A nil reg gives a nil Set.
+//
+// A metric has one set of labels per registerer, so the first For of reg
+// decides whether its metrics carry the lock name, and later calls get the
+// same Set whatever they ask. A ResourceLocker with the label and a
+// withlock.Locker without it, on one registerer, then both label; the
+// locks-lost counter would otherwise fail to register and go unexported.
 func For(reg prometheus.Registerer, byName bool) *Set {
 	if reg == nil {
 		return nil
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if s, ok := sets[key{reg, byName}]; ok {
+	if s, ok := sets[reg]; ok {
 		return s
 	}
 	var lock []string
@@ -107,14 +108,14 @@ func For(reg prometheus.Registerer, byName bool) *Set {
 	s.stolen = register(reg, s.stolen)
 	s.lost = register(reg, s.lost)
 	s.apiErrors = register(reg, s.apiErrors)
-	sets[key{reg, byName}] = s
+	sets[reg] = s
 	return s
 }
 
 // register registers c with reg, or returns the collector of the same name
 // already there. A collector that cannot be registered (the same name with
-// other labels: lockers on one registerer that disagree on the lock name
-// label) still records, but is not exported.
+// other labels, registered on reg by something else) still records, but is
+// not exported.
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	err := reg.Register(c)
 	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
