@@ -103,3 +103,24 @@ func outliveLease(t *testing.T, ctx context.Context, l *withlock.Locker, clk *te
 		t.Fatalf("got %v, want ErrLockLost", err)
 	}
 }
+
+// TestLockLostWhenFnReturnsPastExpiry steps the clock past the lease less
+// the margin and returns at once, without waiting for its ctx: the call
+// still reports the lock lost, whether or not the timer got to cancel fn's
+// ctx first.
+func TestLockLostWhenFnReturnsPastExpiry(t *testing.T) {
+	for range 20 {
+		clk := testingclock.NewFakeClock(time.Now())
+		c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+		rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
+			resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(nil))
+		l := withlock.New(rl, withlock.WithMetrics(nil))
+		err := l.WithLock(context.Background(), "quick", func(ctx context.Context) error {
+			clk.Step(9 * time.Second) // past 10s less the 2s default margin
+			return nil
+		})
+		if !errors.Is(err, withlock.ErrLockLost) {
+			t.Fatalf("got %v, want ErrLockLost", err)
+		}
+	}
+}

@@ -159,13 +159,16 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 	}
 	fnCtx, cancel := context.WithCancelCause(ctx)
 	expiry := start.Add(l.rl.LeaseDuration() - l.margin)
+	lostErr := func() error {
+		return fmt.Errorf("%w: lock %s/%s held by %s since %s", ErrLockLost,
+			l.rl.Namespace(), name, holder, start.UTC().Format(time.RFC3339Nano))
+	}
 	timer := clk.NewTimer(expiry.Sub(clk.Now()))
 	var watching sync.WaitGroup
 	watching.Go(func() {
 		select {
 		case <-timer.C():
-			cancel(fmt.Errorf("%w: lock %s/%s held by %s since %s", ErrLockLost,
-				l.rl.Namespace(), name, holder, start.UTC().Format(time.RFC3339Nano)))
+			cancel(lostErr())
 		case <-fnCtx.Done():
 		}
 	})
@@ -177,6 +180,11 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 		lost := context.Cause(fnCtx)
 		cancel(nil)
 		watching.Wait()
+		if !errors.Is(lost, ErrLockLost) && !clk.Now().Before(expiry) {
+			// fn returned after the expiry, before the timer's goroutine
+			// cancelled its ctx (or the timer was stopped before it could).
+			lost = lostErr()
+		}
 		if errors.Is(lost, ErrLockLost) {
 			l.metrics.Lost(name)
 			logf.FromContext(ctx).Info("function outlived its lock", "lock", name,
