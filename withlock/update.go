@@ -63,7 +63,8 @@ func Status() UpdateOption {
 // once. A Conflict is retried with jittered backoff until ctx ends. When
 // mutate changes nothing (semantic equality), nothing is written and obj
 // holds the object as read. mutate must not change the name or namespace;
-// Update returns an error if it does. Errors from the server come back
+// Update returns an error if it does. The write carries the resourceVersion
+// and UID that Update read, whatever mutate did to them. Errors from the server come back
 // wrapped, so apierrors.IsNotFound and friends hold.
 //
 // c and obj must not be nil, obj must name an object, and mutate must not be
@@ -116,12 +117,18 @@ func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateO
 		return fmt.Errorf("withlock: update %s: get: %w", key, err)
 	}
 	before := current.DeepCopyObject()
+	version, uid := current.GetResourceVersion(), current.GetUID()
 	if err := mutate(current); err != nil {
 		return err
 	}
 	if got := client.ObjectKeyFromObject(current); got != key {
 		return fmt.Errorf("withlock: update %s: mutate changed the object's key to %s", key, got)
 	}
+	// The write is conditional on the version read, even when mutate
+	// replaced the object wholesale: a late write fails with Conflict
+	// instead of overwriting another holder's.
+	current.SetResourceVersion(version)
+	current.SetUID(uid)
 	if !equality.Semantic.DeepEqual(before, current) {
 		var err error
 		if o.status {

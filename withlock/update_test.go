@@ -146,6 +146,39 @@ func TestUpdateFillsCallersObject(t *testing.T) {
 	f.assertNoLease(t)
 }
 
+// TestUpdateKeepsTheResourceVersionItRead gives Update a mutate that
+// replaces the object wholesale, resourceVersion and all: the write still
+// carries the version Update read, so a late write fails with Conflict
+// instead of overwriting.
+func TestUpdateKeepsTheResourceVersionItRead(t *testing.T) {
+	var written []string
+	f := newFixture(t, interceptor.Funcs{
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if _, ok := obj.(*corev1.ConfigMap); ok {
+				written = append(written, obj.GetResourceVersion())
+			}
+			return c.Update(ctx, obj, opts...)
+		},
+	}, counter("1"))
+	read := f.stored(t).ResourceVersion
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, named(), func(cm *corev1.ConfigMap) error {
+		*cm = corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: cm.Name, Namespace: cm.Namespace},
+			Data:       map[string]string{"count": "2"},
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if want := []string{read}; fmt.Sprint(written) != fmt.Sprint(want) {
+		t.Errorf("got writes with resourceVersions %q, want %q", written, want)
+	}
+	if got := f.stored(t).Data["count"]; got != "2" {
+		t.Errorf("got stored count %q, want %q", got, "2")
+	}
+}
+
 func TestUpdateWritesNothingWhenUnchanged(t *testing.T) {
 	tests := []struct {
 		name   string
