@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -49,6 +51,8 @@ func ReadFrom(r client.Reader) UpdateOption {
 
 // Status makes Update write the status subresource (c.Status().Update)
 // instead of the object: for reconcilers that report what they observed.
+// The server writes only the status then, so Update returns an error, and
+// writes nothing, when mutate changed anything else.
 func Status() UpdateOption {
 	return func(o *updateOptions) { o.status = true }
 }
@@ -129,6 +133,15 @@ func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateO
 	// instead of overwriting another holder's.
 	current.SetResourceVersion(version)
 	current.SetUID(uid)
+	if o.status {
+		// The status subresource writes the status alone: any other change
+		// would be dropped without a word.
+		if changed, err := changedBesideStatus(before, current); err != nil {
+			return fmt.Errorf("withlock: update %s: %w", key, err)
+		} else if changed {
+			return fmt.Errorf("withlock: update %s: mutate changed more than the status, which Status() does not write", key)
+		}
+	}
 	if !equality.Semantic.DeepEqual(before, current) {
 		var err error
 		if o.status {
@@ -142,6 +155,24 @@ func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateO
 	}
 	reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(current).Elem())
 	return nil
+}
+
+// changedBesideStatus reports whether after differs from before anywhere
+// but in its status.
+func changedBesideStatus(before, after runtime.Object) (bool, error) {
+	var objs [2]map[string]any
+	for i, obj := range []runtime.Object{before, after} {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			return false, err
+		}
+		// For an unstructured object m is its own content: delete from a
+		// copy.
+		m = maps.Clone(m)
+		delete(m, "status")
+		objs[i] = m
+	}
+	return !equality.Semantic.DeepEqual(objs[0], objs[1]), nil
 }
 
 // newLike returns a new, empty object of obj's type, with obj's

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -338,6 +339,57 @@ func TestUpdateStatus(t *testing.T) {
 			}
 			f.assertNoLease(t)
 		})
+	}
+}
+
+// TestUpdateStatusRefusesOtherChanges changes a label and the phase with
+// Status(): the status subresource would drop the label, so Update writes
+// nothing and says why.
+func TestUpdateStatusRefusesOtherChanges(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	f := newFixture(t, interceptor.Funcs{}, pod)
+	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace}}
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, obj, func(p *corev1.Pod) error {
+		p.Labels = map[string]string{"tier": "front"}
+		p.Status.Phase = corev1.PodRunning
+		return nil
+	}, withlock.Status())
+	if err == nil || !strings.Contains(err.Error(), "more than the status") {
+		t.Fatalf("got %v, want an error naming the change beside the status", err)
+	}
+	if got := f.calls.count("update", &corev1.Pod{}) + f.calls.count("update/status", &corev1.Pod{}); got != 0 {
+		t.Errorf("got %d Pod writes, want 0", got)
+	}
+	f.assertNoLease(t)
+}
+
+// TestUpdateStatusUnstructured writes the status of an unstructured Pod:
+// comparing the rest of the object must leave the status it writes alone.
+func TestUpdateStatusUnstructured(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	f := newFixture(t, interceptor.Funcs{}, pod)
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
+	obj.SetName("web")
+	obj.SetNamespace(testNamespace)
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, obj, func(u *unstructured.Unstructured) error {
+		return unstructured.SetNestedField(u.Object, string(corev1.PodRunning), "status", "phase")
+	}, withlock.Status())
+	if err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	var got corev1.Pod
+	if err := f.base.Get(t.Context(), client.ObjectKeyFromObject(pod), &got); err != nil {
+		t.Fatalf("get Pod: %v", err)
+	}
+	if got.Status.Phase != corev1.PodRunning {
+		t.Errorf("got stored phase %q, want %q", got.Status.Phase, corev1.PodRunning)
 	}
 }
 
