@@ -83,9 +83,9 @@ func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, ob
 	switch {
 	case l == nil || l.rl == nil:
 		return errNilLocker
-	case c == nil:
+	case isNil(c):
 		return errNilClient
-	case o.reader == nil:
+	case isNil(o.reader):
 		return errNilReader
 	case isNil(obj):
 		return errNilObject
@@ -185,12 +185,13 @@ func newLike[T client.Object](obj T) T {
 
 func isEmpty(s string) bool { return s == "" }
 
-func isNil(obj client.Object) bool {
-	if obj == nil {
+// isNil reports whether v is nil, or an interface holding a nil pointer.
+func isNil(v any) bool {
+	if v == nil {
 		return true
 	}
-	v := reflect.ValueOf(obj)
-	return v.Kind() == reflect.Pointer && v.IsNil()
+	r := reflect.ValueOf(v)
+	return r.Kind() == reflect.Pointer && r.IsNil()
 }
 
 func sleep(ctx context.Context, l *Locker, d time.Duration) error {

@@ -452,6 +452,10 @@ func TestUpdateLocksTheObject(t *testing.T) {
 	f.assertNoLease(t)
 }
 
+// nilClient is a client type whose nil pointer a caller may pass by
+// mistake.
+type nilClient struct{ client.Client }
+
 func TestUpdateRejectsBadInput(t *testing.T) {
 	type call func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error
 	tests := []struct {
@@ -479,6 +483,22 @@ func TestUpdateRejectsBadInput(t *testing.T) {
 				return withlock.Update(ctx, l, nil, named(), mutate)
 			},
 			wantMsg: "client is nil",
+		},
+		{
+			name: "typed nil client",
+			call: func(ctx context.Context, l *withlock.Locker, _ client.Client, mutate func(*corev1.ConfigMap) error) error {
+				var c *nilClient
+				return withlock.Update(ctx, l, c, named(), mutate)
+			},
+			wantMsg: "client is nil",
+		},
+		{
+			name: "ReadFrom of a typed nil reader",
+			call: func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
+				var r *nilClient
+				return withlock.Update(ctx, l, c, named(), mutate, withlock.ReadFrom(r))
+			},
+			wantMsg: "ReadFrom reader is nil",
 		},
 		{
 			name: "ReadFrom(nil)",

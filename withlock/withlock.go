@@ -127,8 +127,10 @@ func Do(ctx context.Context, rl *resourcelock.ResourceLocker, name string, fn fu
 // the lock, whatever fn did.
 //
 // It returns the acquire error if the lock could not be had (ErrLockHeld
-// from resourcelock when another holder kept it, ctx.Err() on cancel; no
-// Lease is left behind). Otherwise it returns fn's error, joined with
+// from resourcelock when another holder kept it, ctx.Err() on cancel). No
+// Lease is left behind then, unless the release of one that a cancelled
+// write may have created failed too: the error says so, and the Lease
+// stays until it expires. Otherwise it returns fn's error, joined with
 // ErrLockLost if fn ran past its lease and with the release error if the
 // release failed; errors.Is and errors.As see each of them. If fn panics, the
 // lock is released and the panic goes on with its original value.
