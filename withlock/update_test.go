@@ -342,14 +342,20 @@ func TestUpdateStatus(t *testing.T) {
 	}
 }
 
+// pendingPod returns a Pod named web in the test namespace, in phase
+// Pending.
+func pendingPod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending},
+	}
+}
+
 // TestUpdateStatusRefusesOtherChanges changes a label and the phase with
 // Status(): the status subresource would drop the label, so Update writes
 // nothing and says why.
 func TestUpdateStatusRefusesOtherChanges(t *testing.T) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace},
-		Status:     corev1.PodStatus{Phase: corev1.PodPending},
-	}
+	pod := pendingPod()
 	f := newFixture(t, interceptor.Funcs{}, pod)
 	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace}}
 	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, obj, func(p *corev1.Pod) error {
@@ -369,10 +375,7 @@ func TestUpdateStatusRefusesOtherChanges(t *testing.T) {
 // TestUpdateStatusUnstructured writes the status of an unstructured Pod:
 // comparing the rest of the object must leave the status it writes alone.
 func TestUpdateStatusUnstructured(t *testing.T) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNamespace},
-		Status:     corev1.PodStatus{Phase: corev1.PodPending},
-	}
+	pod := pendingPod()
 	f := newFixture(t, interceptor.Funcs{}, pod)
 	obj := &unstructured.Unstructured{}
 	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
