@@ -68,8 +68,8 @@ func Status() UpdateOption {
 // mutate changes nothing (semantic equality), nothing is written and obj
 // holds the object as read. mutate must not change the name or namespace;
 // Update returns an error if it does. The write carries the resourceVersion
-// and UID that Update read, whatever mutate did to them. Errors from the server come back
-// wrapped, so apierrors.IsNotFound and friends hold.
+// and UID that Update read, whatever mutate did to them. Errors from the
+// server come back wrapped, so apierrors.IsNotFound and friends hold.
 //
 // c and obj must not be nil, obj must name an object, and mutate must not be
 // nil; Update returns an error before any request otherwise.
@@ -131,8 +131,10 @@ func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateO
 	// The write is conditional on the version read, even when mutate
 	// replaced the object wholesale: a late write fails with Conflict
 	// instead of overwriting another holder's.
-	current.SetResourceVersion(version)
-	current.SetUID(uid)
+	if current.GetResourceVersion() != version || current.GetUID() != uid {
+		current.SetResourceVersion(version)
+		current.SetUID(uid)
+	}
 	if o.status {
 		// The status subresource writes the status alone: any other change
 		// would be dropped without a word.
