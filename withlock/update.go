@@ -30,7 +30,7 @@ var (
 
 // conflictBackoff paces Update's retries on Conflict. Under the lock a
 // Conflict means a writer that does not take it; the retries go on until ctx
-// ends.
+// ends or the lock's time is up.
 var conflictBackoff = wait.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Jitter: 1, Steps: 1 << 30, Cap: time.Second}
 
 // UpdateOption configures Update.
@@ -64,7 +64,10 @@ func Status() UpdateOption {
 //
 // Every attempt reads the object afresh and calls mutate on it, so mutate
 // must derive its change from the object it is given, and may run more than
-// once. A Conflict is retried with jittered backoff until ctx ends. When
+// once. A Conflict is retried with jittered backoff until ctx ends, or until
+// the next retry would start less than a second before the lock's lease
+// less the margin runs out: Update then returns the Conflict, and does not
+// report the lock lost. When
 // mutate changes nothing (semantic equality), nothing is written and obj
 // holds the object as read. mutate must not change the name or namespace;
 // Update returns an error if it does. The write carries the resourceVersion
@@ -106,7 +109,15 @@ func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, ob
 			if !apierrors.IsConflict(err) {
 				return err
 			}
-			if serr := sleep(ctx, l, backoff.Step()); serr != nil {
+			d := backoff.Step()
+			if expiry, ok := ctx.Value(expiryKey{}).(time.Time); ok && !l.rl.Clock().Now().Add(d+conflictBackoff.Cap).Before(expiry) {
+				// The retry would start within a backoff's cap of the end of
+				// the lock, too late to finish under it. The writer that does
+				// not take the lock is the news: return its Conflict, not a
+				// lost lock.
+				return err
+			}
+			if serr := sleep(ctx, l, d); serr != nil {
 				return errors.Join(serr, err)
 			}
 		}

@@ -147,6 +147,53 @@ func TestUpdateFillsCallersObject(t *testing.T) {
 	f.assertNoLease(t)
 }
 
+// TestUpdateStopsRetryingBeforeTheLeaseEnds meets a Conflict on every
+// write, from a writer that does not take the lock: Update gives up with
+// the Conflict before the lease less the margin (8s of a 10s lease), and
+// does not report the lock lost. The clock moves a second at a time, and
+// no retry starts within a second of the end, so no Step passes it.
+func TestUpdateStopsRetryingBeforeTheLeaseEnds(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if _, ok := obj.(*corev1.ConfigMap); ok {
+				return apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, obj.GetName(), errors.New("the object has been modified"))
+			}
+			return c.Update(ctx, obj, opts...)
+		},
+	}, counter("1"))
+	l := withlock.New(f.locker(resourcelock.WithLeaseDuration(10 * time.Second)))
+	call := inBackground(func() error {
+		return withlock.Update(t.Context(), l, f.c, named(), increment)
+	})
+	// The lock's expiry timer is one waiter, a backoff of at most a second
+	// the other: each Step ends the backoff.
+	for steps := 0; ; steps++ {
+		select {
+		case <-call.done:
+		case <-time.After(time.Millisecond):
+			if f.clock.Waiters() >= 2 {
+				f.clock.Step(time.Second)
+			}
+			if steps > 100000 {
+				t.Fatal("Update did not return")
+			}
+			continue
+		}
+		break
+	}
+	err := call.wait()
+	if !apierrors.IsConflict(err) {
+		t.Errorf("got %v, want a Conflict", err)
+	}
+	if errors.Is(err, withlock.ErrLockLost) {
+		t.Errorf("got %v, want no ErrLockLost: Update stopped before the lease ran out", err)
+	}
+	if elapsed := f.clock.Since(epoch); elapsed >= 8*time.Second {
+		t.Errorf("got Update returning %v after the lock, want before 8s", elapsed)
+	}
+	f.assertNoLease(t)
+}
+
 // TestUpdateKeepsTheResourceVersionItRead gives Update a mutate that
 // replaces the object wholesale, resourceVersion and all: the write still
 // carries the version Update read, so a late write fails with Conflict

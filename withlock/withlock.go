@@ -159,8 +159,8 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 	if at, ok := l.rl.AcquiredAt(name, holder); ok {
 		start = at
 	}
-	fnCtx, cancel := context.WithCancelCause(ctx)
 	expiry := start.Add(l.rl.LeaseDuration() - l.margin)
+	fnCtx, cancel := context.WithCancelCause(context.WithValue(ctx, expiryKey{}, expiry))
 	lostErr := func() error {
 		return fmt.Errorf("%w: lock %s/%s held by %s since %s", ErrLockLost,
 			l.rl.Namespace(), name, holder, start.UTC().Format(time.RFC3339Nano))
@@ -200,6 +200,10 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 	}()
 	return fn(fnCtx)
 }
+
+// expiryKey is the key, in the ctx that WithLock gives fn, of the time on
+// the locker's clock when fn's ctx is cancelled with ErrLockLost.
+type expiryKey struct{}
 
 // defaultIdentity is $POD_NAME (set from the downward API in most operator
 // manifests), else the hostname, else "leaselock".
