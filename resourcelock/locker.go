@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/leaselock/leaselock/internal/lockmetrics"
+	"github.com/leaselock/leaselock/internal/nilness"
 )
 
 // ManagedByLabel marks the Leases this package creates, so that
@@ -150,7 +152,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 	}
 	rl.metrics = lockmetrics.For(rl.registerer, rl.byName)
 	switch {
-	case c == nil:
+	case nilness.Is(c):
 		rl.err = errNilClient
 	default:
 		rl.err = validateNamespace(namespace)
@@ -165,8 +167,14 @@ func (rl *ResourceLocker) Namespace() string { return rl.namespace }
 // acquires, after rounding.
 func (rl *ResourceLocker) LeaseDuration() time.Duration { return rl.leaseDuration }
 
-// Clock returns the clock that judges expiry.
-func (rl *ResourceLocker) Clock() clock.Clock { return rl.clock }
+// Clock returns the clock that judges expiry: the real clock for a nil or
+// zero-value locker, whose calls return an error.
+func (rl *ResourceLocker) Clock() clock.Clock {
+	if rl == nil || rl.clock == nil {
+		return clock.RealClock{}
+	}
+	return rl.clock
+}
 
 // AcquiredAt returns the renewTime that lockerID's last successful
 // AcquireLock of name wrote, on this locker's clock, while the lock is not
@@ -212,8 +220,13 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 // AcquireLock releases the Lease if the write won it and returns ctx.Err().
 //
 // name must be a valid Lease name (a lowercase RFC 1123 subdomain) and
-// lockerID must not be empty; otherwise AcquireLock returns an error before
-// sending any request.
+// lockerID must be non-empty UTF-8; otherwise AcquireLock returns an error
+// before sending any request.
+//
+// lockerID names one holder. Callers that pass the same lockerID at once
+// hold the lock together, since each counts the other's Lease as its own:
+// give each concurrent holder an ID of its own (withlock makes one per
+// call).
 func (rl *ResourceLocker) AcquireLock(ctx context.Context, name, lockerID string) error {
 	if err := rl.check(name, lockerID); err != nil {
 		return err
@@ -932,6 +945,11 @@ func (rl *ResourceLocker) check(name, lockerID string) error {
 	}
 	if lockerID == "" {
 		return errEmptyLockerID
+	}
+	if !utf8.ValidString(lockerID) {
+		// The API server would store it mended, and the Lease would then
+		// never be this lockerID's.
+		return fmt.Errorf("resourcelock: invalid lockerID %q: not valid UTF-8", lockerID)
 	}
 	return nil
 }

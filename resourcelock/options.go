@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/leaselock/leaselock/internal/nilness"
 )
 
 // Defaults, tuned for short-lived locks that protect a single API call.
@@ -40,14 +42,16 @@ func WithLeaseDuration(d time.Duration) Option {
 }
 
 // WithRetryInterval sets the interval between acquire retries. Default is
-// 500ms. Non-positive values are ignored.
+// 500ms. Non-positive values are ignored, and values beyond math.MaxInt32
+// seconds (68 years) are capped there.
 //
 // The interval is jittered by up to 10% so that waiters do not poll in step,
 // and a waiter wakes earlier when the Lease it waits for expires sooner.
 func WithRetryInterval(d time.Duration) Option {
 	return func(rl *ResourceLocker) {
 		if d > 0 {
-			rl.retryInterval = d
+			// Capped so that the jitter added to it cannot overflow.
+			rl.retryInterval = min(d, maxLeaseDuration)
 		}
 	}
 }
@@ -86,10 +90,10 @@ const maxLeaseDuration = math.MaxInt32 * time.Second
 // (client.WithWatch, as client.NewWithWatch builds; a manager's
 // GetClient() cannot). A waiter that watches wakes as soon as the Lease is
 // deleted or changes, and sends no request while it waits; without a watch
-// it polls at the retry interval. A nil client is ignored.
+// it polls at the retry interval. A nil client, or a nil pointer in it, is ignored.
 func WithWatchClient(w client.WithWatch) Option {
 	return func(rl *ResourceLocker) {
-		if w != nil {
+		if !nilness.Is(w) {
 			rl.watcher = w
 		}
 	}
@@ -103,7 +107,8 @@ func WithoutWatch() Option {
 
 // WithMetrics sets the Prometheus registerer of the locker's metrics (see
 // the package doc). Default: controller-runtime's metrics.Registry, which a
-// manager serves on /metrics. A nil registerer records no metrics.
+// manager serves on /metrics. A nil registerer, or a nil pointer in it,
+// records no metrics.
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(rl *ResourceLocker) { rl.registerer = reg }
 }

@@ -127,6 +127,24 @@ func TestWithRetryInterval(t *testing.T) {
 	}
 }
 
+// TestWithRetryIntervalHugeIsCapped gives a "forever" retry interval, too
+// long for its jitter to be added to it: capped, it leaves a waiter asleep
+// until the Lease expires, instead of reading the Lease in a loop.
+func TestWithRetryIntervalHugeIsCapped(t *testing.T) {
+	clk := testingclock.NewFakeClock(epoch)
+	var log callLog
+	c := counted(newFake(heldLease(holderOther, epoch, 3600)), &log, interceptor.Funcs{})
+	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryInterval(math.MaxInt64),
+		resourcelock.WithClock(clk), resourcelock.WithRetryTimeout(2*time.Hour), resourcelock.WithoutWatch())
+	call := goAcquire(t, rl, clk, context.Background(), holderMe)
+	if err := call.finish(time.Hour + time.Millisecond); err != nil {
+		t.Fatalf("AcquireLock: %v", err)
+	}
+	if got := log.count("get"); got != 2 {
+		t.Errorf("gets: got %d, want 2 (one before the wait, one after the expiry)", got)
+	}
+}
+
 func TestNilOptionAndNilClockAreIgnored(t *testing.T) {
 	fakeClock := testingclock.NewFakeClock(epoch)
 	tests := []struct {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -18,6 +19,10 @@ var (
 	longName = strings.Repeat("a", 254) // one past a DNS subdomain's 253
 	longNS   = strings.Repeat("n", 64)  // one past a DNS label's 63
 )
+
+// nilClient is a client type whose nil pointer a caller may pass by
+// mistake.
+type nilClient struct{ client.Client }
 
 // TestBadInputSendsNoRequest: what cannot work is refused, with a message
 // that names the bad value, before any request is sent.
@@ -37,6 +42,7 @@ func TestBadInputSendsNoRequest(t *testing.T) {
 		{name: "leading dash in lock name", locker: valid, lockName: "-lead", lockerID: holderMe, wantMsg: `lock name "-lead"`},
 		{name: "254-character lock name", locker: valid, lockName: longName, lockerID: holderMe, wantMsg: fmt.Sprintf("lock name %q", longName)},
 		{name: "empty lockerID", locker: valid, lockName: unitLock, lockerID: "", wantMsg: `lockerID ""`},
+		{name: "lockerID not UTF-8", locker: valid, lockName: unitLock, lockerID: "pod-\xff", wantMsg: `lockerID "pod-\xff"`},
 		{
 			name:     "empty namespace",
 			locker:   func(c client.Client) *resourcelock.ResourceLocker { return resourcelock.NewResourceLocker(c, "") },
@@ -55,6 +61,14 @@ func TestBadInputSendsNoRequest(t *testing.T) {
 		{
 			name:     "nil client",
 			locker:   func(client.Client) *resourcelock.ResourceLocker { return resourcelock.NewResourceLocker(nil, unitNS) },
+			lockName: unitLock, lockerID: holderMe, wantMsg: "client is nil",
+		},
+		{
+			name: "typed nil client",
+			locker: func(client.Client) *resourcelock.ResourceLocker {
+				var c *nilClient
+				return resourcelock.NewResourceLocker(c, unitNS)
+			},
 			lockName: unitLock, lockerID: holderMe, wantMsg: "client is nil",
 		},
 		{
@@ -105,8 +119,8 @@ func badValues(nameErr error, name, lockerID, namespace string) []string {
 	if nameErr != nil {
 		bad = append(bad, fmt.Sprintf("lock name %q", name))
 	}
-	if lockerID == "" {
-		bad = append(bad, `lockerID ""`)
+	if lockerID == "" || !utf8.ValidString(lockerID) {
+		bad = append(bad, fmt.Sprintf("lockerID %q", lockerID))
 	}
 	return bad
 }

@@ -124,3 +124,16 @@ func TestLockLostWhenFnReturnsPastExpiry(t *testing.T) {
 		}
 	}
 }
+
+// TestTypedNilRegistererRecordsNothing passes a nil *prometheus.Registry to
+// both packages' WithMetrics: it records nothing, as nil does, and panics
+// nowhere.
+func TestTypedNilRegistererRecordsNothing(t *testing.T) {
+	var reg *prometheus.Registry
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithMetrics(reg))
+	l := withlock.New(rl, withlock.WithMetrics(reg))
+	if err := l.WithLock(t.Context(), "quiet", func(context.Context) error { return nil }); err != nil {
+		t.Fatalf("WithLock: %v", err)
+	}
+}

@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+
+	"github.com/leaselock/leaselock/internal/nilness"
 )
 
 var (
@@ -86,11 +88,11 @@ func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, ob
 	switch {
 	case l == nil || l.rl == nil:
 		return errNilLocker
-	case isNil(c):
+	case nilness.Is(c):
 		return errNilClient
-	case isNil(o.reader):
+	case nilness.Is(o.reader):
 		return errNilReader
-	case isNil(obj):
+	case nilness.Is(obj):
 		return errNilObject
 	case mutate == nil:
 		return errNilMutate
@@ -197,15 +199,6 @@ func newLike[T client.Object](obj T) T {
 }
 
 func isEmpty(s string) bool { return s == "" }
-
-// isNil reports whether v is nil, or an interface holding a nil pointer.
-func isNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	r := reflect.ValueOf(v)
-	return r.Kind() == reflect.Pointer && r.IsNil()
-}
 
 func sleep(ctx context.Context, l *Locker, d time.Duration) error {
 	t := l.rl.Clock().NewTimer(d)

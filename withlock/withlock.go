@@ -85,8 +85,9 @@ func WithSafetyMargin(d time.Duration) Option {
 
 // WithMetrics sets the Prometheus registerer of the locks-lost metric,
 // leaselock_locks_lost_total. Default: controller-runtime's
-// metrics.Registry; nil records nothing. Give the same registerer to the
-// ResourceLocker (resourcelock.WithMetrics), which records the rest.
+// metrics.Registry; nil, or a nil pointer in it, records nothing. Give the
+// same registerer to the ResourceLocker (resourcelock.WithMetrics), which
+// records the rest.
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(l *Locker) { l.registerer = reg }
 }

@@ -738,6 +738,13 @@ func TestWithLockRejectsBadInput(t *testing.T) {
 			wantMsg: "locker is nil",
 		},
 		{
+			name: "Do with a zero-value ResourceLocker",
+			call: func(ctx context.Context, _ *resourcelock.ResourceLocker, fn func(context.Context) error) error {
+				return withlock.Do(ctx, &resourcelock.ResourceLocker{}, "job", fn)
+			},
+			wantMsg: "client is nil",
+		},
+		{
 			name: "nil fn",
 			call: func(ctx context.Context, rl *resourcelock.ResourceLocker, _ func(context.Context) error) error {
 				return withlock.New(rl).WithLock(ctx, "job", nil)

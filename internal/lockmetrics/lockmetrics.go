@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/leaselock/leaselock/internal/nilness"
 )
 
 // Results of an acquire, the values of the result label.
@@ -45,7 +47,8 @@ var (
 )
 
 // For returns the metrics registered with reg, labelled by lock name when
-// byName is set, registering them on first use. A nil reg gives a nil Set.
+// byName is set, registering them on first use. A nil reg, or a nil
+// pointer in it, gives a nil Set.
 //
 // A metric has one set of labels per registerer, so the first For of reg
 // decides whether its metrics carry the lock name, and later calls get the
@@ -53,7 +56,7 @@ var (
 // withlock.Locker without it, on one registerer, then both label; the
 // locks-lost counter would otherwise fail to register and go unexported.
 func For(reg prometheus.Registerer, byName bool) *Set {
-	if reg == nil {
+	if nilness.Is(reg) {
 		return nil
 	}
 	mu.Lock()
