@@ -1255,6 +1255,24 @@ func TestAcquireCancel(t *testing.T) {
 			wantCalls:  2, // create, watch (which sends the Lease first)
 		},
 		{
+			// A server that queues requests (API Priority and Fairness) may
+			// not answer a watch for long: the cancel must not wait for it.
+			name: "cancelled while the watch is being opened",
+			seed: []client.Object{heldLease(holderOther, epoch, 15)},
+			inject: func(cancel context.CancelFunc) interceptor.Funcs {
+				return interceptor.Funcs{Watch: func(ctx context.Context, _ client.WithWatch, _ client.ObjectList, _ ...client.ListOption) (watch.Interface, error) {
+					cancel()
+					<-ctx.Done() // no answer until the request is given up
+					return nil, ctx.Err()
+				}}
+			},
+			drive: func(call *pendingCall, cancel context.CancelFunc) error {
+				return call.result()
+			},
+			wantHolder: holderOther,
+			wantCalls:  -1,
+		},
+		{
 			name:        "cancelled before the call",
 			seed:        []client.Object{heldLease(holderOther, epoch, 15)},
 			cancelFirst: true,

@@ -203,7 +203,8 @@ func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatc
 		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
 	})
 	if err != nil {
-		if !transient(err) {
+		// A cancelled call says nothing of what the server serves.
+		if ctx.Err() == nil && !transient(err) {
 			rl.noWatchLists(ctx, err)
 		}
 		return nil
@@ -245,10 +246,21 @@ func (rl *ResourceLocker) noWatchLists(ctx context.Context, why error) {
 // watch will send it; the watch is synced when lease is given.
 func (rl *ResourceLocker) startWatch(ctx context.Context, wc client.WithWatch, name string, lease *coordinationv1.Lease, raw *metav1.ListOptions) (*leaseWatch, error) {
 	// The watch outlives the call that opens it, so it must not end with
-	// that call's ctx.
+	// that call's ctx; but the call does not wait for the server to answer
+	// past its ctx either (a server that queues requests may take long).
+	callCtx := ctx
 	ctx = context.WithoutCancel(ctx)
 	wctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(callCtx, cancel)
 	w, err := rl.watch(wctx, wc, name, raw)
+	if !stop() {
+		// The call ended while the watch was being opened, and cancelled it.
+		if err == nil {
+			w.Stop()
+		}
+		cancel()
+		return nil, callCtx.Err()
+	}
 	if err != nil {
 		cancel()
 		return nil, err
@@ -282,7 +294,9 @@ func (rl *ResourceLocker) watch(ctx context.Context, wc client.WithWatch, name s
 		Raw:           raw,
 	})
 	if err != nil {
-		rl.metrics.APIError(name, err)
+		if ctx.Err() == nil {
+			rl.metrics.APIError(name, err)
+		}
 		return nil, err
 	}
 	return w, nil
