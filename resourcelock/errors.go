@@ -38,6 +38,11 @@ type HeldError struct {
 	Until time.Time
 	// Waited is how long AcquireLock retried before it gave up.
 	Waited time.Duration
+
+	// race is the error of this locker's last write, which another
+	// locker's write beat, when AcquireLock gave up racing them rather than
+	// waiting.
+	race error
 }
 
 func (e *HeldError) Error() string {
@@ -45,12 +50,21 @@ func (e *HeldError) Error() string {
 	if !e.Until.IsZero() {
 		until = e.Until.UTC().Format(time.RFC3339Nano)
 	}
+	if e.race != nil {
+		return fmt.Sprintf("resourcelock: lock %s/%s kept by other lockers, whose writes beat this one's for %v (last: %v)",
+			e.Namespace, e.Name, e.Waited, e.race)
+	}
 	return fmt.Sprintf("resourcelock: lock %s/%s is held by %q until %s (gave up after %v)",
 		e.Namespace, e.Name, e.Holder, until, e.Waited)
 }
 
 // Is reports whether target is ErrLockHeld.
 func (e *HeldError) Is(target error) bool { return target == ErrLockHeld }
+
+// Unwrap returns the error of the last lost race, when AcquireLock gave up
+// racing other lockers, so that apierrors.IsConflict and
+// apierrors.IsAlreadyExists see it; nil otherwise.
+func (e *HeldError) Unwrap() error { return e.race }
 
 // transient reports whether err is worth retrying: the server was busy or
 // unreachable, and may answer differently soon.

@@ -207,7 +207,9 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 //
 // A Lease already held by lockerID counts as acquired and its renewTime is
 // refreshed, so a retry after a lost response is safe. When the lock stays
-// held, the error is a *HeldError naming the holder and its expiry.
+// held, the error is a *HeldError naming the holder and its expiry; when
+// other lockers' writes kept beating this one's past the timeout, it is a
+// *HeldError that wraps the last Conflict or AlreadyExists.
 // Transient server errors (5xx, 429, timeouts, lost connections) are retried
 // with jittered backoff inside the window; other errors (Forbidden, Invalid)
 // return at once, wrapped so that apierrors.IsForbidden and friends still
@@ -391,7 +393,13 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			// row are normal (a takeover that meets a delete, then a create),
 			// even for a try-lock.
 			if races++; races > maxRaces && !rl.clock.Now().Before(a.deadline) {
-				return rl.giveUp(ctx, name, lockerID, a.uncertain, fmt.Errorf("resourcelock: acquire lock %s/%s: %w", rl.namespace, name, race))
+				// Others kept the lock past the timeout: the contract's
+				// ErrLockHeld, which wraps the last race.
+				held := &HeldError{Namespace: rl.namespace, Name: name, Waited: rl.clock.Since(start), race: race}
+				if a.lease != nil {
+					held.Holder = ptr.Deref(a.lease.Spec.HolderIdentity, "")
+				}
+				return rl.giveUp(ctx, name, lockerID, a.uncertain, held)
 			}
 		}
 		if err == nil {

@@ -1581,8 +1581,8 @@ func TestAcquireConflictsEndAtRetryTimeout(t *testing.T) {
 	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithClock(clk), resourcelock.WithRetryTimeout(retryTimeout))
 
 	err := goAcquire(t, rl, clk, ctx, holderMe).finish(latency)
-	if err == nil {
-		t.Fatal("AcquireLock: got nil, want an error: every Update conflicted")
+	if !errors.Is(err, resourcelock.ErrLockHeld) || !apierrors.IsConflict(err) {
+		t.Fatalf("AcquireLock: got %v, want ErrLockHeld wrapping the last Conflict: every Update conflicted", err)
 	}
 	if updates > wantAtMost {
 		t.Errorf("updates: got %d (%v of the locker's clock, ended by %v), want at most %d within the %v retry timeout",
