@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -28,6 +29,19 @@ func TestCounter(t *testing.T) {
 	t.Logf("without the lock:\n%s", out)
 	if got := exampletest.Figure(t, out, "expected"); got != 30 {
 		t.Errorf("expected: got %d, want 30", got)
+	}
+}
+
+// TestShellKubeconfigIsNotUsed runs the program with a KUBECONFIG in the
+// test's environment that names no file: it is not passed on, and the run
+// uses the local API server, as a test must never write to the cluster of
+// the developer's shell.
+func TestShellKubeconfigIsNotUsed(t *testing.T) {
+	bin := exampletest.Build(t)
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "absent"))
+	out := exampletest.Run(t, bin, "--replicas", "1", "--increments", "1")
+	if got := exampletest.Figure(t, out, "observed"); got != 1 {
+		t.Errorf("observed: got %d, want 1", got)
 	}
 }
 

@@ -3,6 +3,7 @@
 package exampletest
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -32,10 +33,14 @@ func Build(t *testing.T) string {
 }
 
 // Run runs bin with args and returns its combined output; it fails t when
-// the program fails.
+// the program fails. The program starts the local API server: a KUBECONFIG
+// in the test's environment is not passed on, so that a test never writes
+// to the cluster of the developer's shell.
 func Run(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	out, err := exec.CommandContext(t.Context(), bin, args...).CombinedOutput()
+	cmd := exec.CommandContext(t.Context(), bin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG=")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %v: %v\n%s", filepath.Base(bin), args, err, out)
 	}

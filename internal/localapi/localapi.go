@@ -14,6 +14,7 @@ import (
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -79,10 +80,14 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: dir}
+	// Never the cluster of the caller's kubeconfig, whatever
+	// USE_EXISTING_CLUSTER says: the tests and the demo write and delete.
+	env := &envtest.Environment{BinaryAssetsDirectory: dir, UseExistingCluster: ptr.To(false)}
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", dir, err)
+		// envtest may have started etcd and kube-apiserver before it failed
+		// (their own process groups: a Ctrl-C does not reach them).
+		return nil, errors.Join(fmt.Errorf("start kube-apiserver and etcd from %s: %w", dir, err), env.Stop())
 	}
 	cfg.QPS, cfg.Burst = -1, -1
 	return &Server{env: env, Config: cfg, KubeConfig: env.KubeConfig}, nil
@@ -139,6 +144,9 @@ func Connect(kubeconfig string, progress io.Writer) (*Cluster, error) {
 		err = errors.Join(err, f.Close())
 	}
 	if err != nil {
+		if f != nil {
+			err = errors.Join(err, os.Remove(f.Name()))
+		}
 		return nil, errors.Join(fmt.Errorf("write kubeconfig: %w", err), srv.Stop())
 	}
 	fmt.Fprintf(progress, ">> local API server ready at %s after %v\n", srv.Config.Host, time.Since(began).Round(100*time.Millisecond))

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -100,7 +101,7 @@ func startRestartable(t *testing.T) (*envtest.Environment, *rest.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: dir}
+	env := &envtest.Environment{BinaryAssetsDirectory: dir, UseExistingCluster: ptr.To(false)}
 	api := env.ControlPlane.GetAPIServer()
 	api.CertDir = t.TempDir()
 	api.Configure().Set("shutdown-watch-termination-grace-period", "2s")
