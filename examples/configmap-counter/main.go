@@ -207,6 +207,10 @@ func runReplicas(ctx context.Context, o options, kubeconfig string) ([]report, e
 			args = append(args, "--no-lock")
 		}
 		cmd := exec.CommandContext(ctx, self, args...)
+		// On a cancel, ask the replica to stop as a signal does, so that it
+		// releases the lock it may hold, and kill it only if it does not.
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = 10 * time.Second
 		cmd.Stderr = os.Stderr
 		wg.Go(func() {
 			out, err := cmd.Output()
