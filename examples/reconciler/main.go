@@ -248,14 +248,15 @@ func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReco
 	if err != nil {
 		return nil, nil, err
 	}
-	// The manager's client cannot watch; an uncached client that can lets
+	// The locker's client: uncached, so that its reads of a Lease are live
+	// (the manager's client would read Leases from an informer, which
+	// needs list on every Lease and lags), and able to watch, so that
 	// waiters wake the moment the Lease is released instead of polling.
-	watcher, err := client.NewWithWatch(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	leases, err := client.NewWithWatch(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
 	if err != nil {
 		return nil, nil, err
 	}
-	rl := resourcelock.NewResourceLocker(mgr.GetClient(), o.namespace,
-		resourcelock.WithWatchClient(watcher), resourcelock.WithRetryTimeout(time.Minute))
+	rl := resourcelock.NewResourceLocker(leases, o.namespace, resourcelock.WithRetryTimeout(time.Minute))
 	r := &RegistryReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
