@@ -11,8 +11,14 @@
 //
 // With no --kubeconfig and no KUBECONFIG it starts the local API server that
 // `make test` uses and stops it at the end; with one it runs against that
-// cluster and needs create, get, update and delete on leases and configmaps
-// in --namespace (see examples/rbac.yaml).
+// cluster and needs: get on its namespace (and create, if it is absent);
+// in --namespace, create, get, update, delete and watch on leases (see
+// examples/rbac.yaml) and list, for the summary of Leases left; and create,
+// get, patch and delete on configmaps.
+//
+// Copying it into a module of your own: the local API server comes from
+// this repository's internal/localapi, which other modules cannot import.
+// Replace localapi.Connect with a rest.Config of your own (ctrl.GetConfig).
 //
 //	go run ./examples/configmap-counter --replicas 4 --increments 25
 //	go run ./examples/configmap-counter --replicas 4 --increments 25 --no-lock
@@ -175,10 +181,16 @@ func runParent(ctx context.Context, o options) error {
 	return nil
 }
 
-// reset creates the namespace if needed and sets the counter to zero.
+// reset creates the namespace if it is absent and sets the counter to zero.
+// It reads the namespace first: a user who may not create namespaces can
+// still run in one that exists.
 func reset(ctx context.Context, c client.Client, namespace string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
-	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := c.Get(ctx, client.ObjectKeyFromObject(ns), ns); apierrors.IsNotFound(err) {
+		if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	} else if err != nil {
 		return err
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: configMapName, Namespace: namespace}}

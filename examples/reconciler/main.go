@@ -15,6 +15,10 @@
 // With no --kubeconfig and no KUBECONFIG it starts the local API server that
 // `make test` uses and stops it at the end.
 //
+// Copying it into a module of your own: the local API server comes from
+// this repository's internal/localapi, which other modules cannot import.
+// Replace localapi.Connect with a rest.Config of your own (ctrl.GetConfig).
+//
 //	go run ./examples/reconciler --managers 3 --sources 20
 package main
 
@@ -180,6 +184,10 @@ func run(ctx context.Context, o options) error {
 	for i := range o.managers {
 		mgr, r, err := newManager(cluster.Config, o, i)
 		if err != nil {
+			// Stop the managers already started before the caller stops
+			// the cluster under them.
+			cancel()
+			wg.Wait()
 			return err
 		}
 		reconcilers[i] = r
