@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -1351,6 +1352,58 @@ func TestAcquireCancel(t *testing.T) {
 				t.Errorf("fake clock: got %v, want %v, never stepped", got, epoch)
 			}
 		})
+	}
+}
+
+// TestAcquireCancelledWatchIsNoVerdict cancels a call while its
+// watch-list is being opened. The cancel is neither counted as an API
+// error nor taken for a server that refuses watch-lists: the locker's next
+// call asks for a watch-list again.
+func TestAcquireCancelledWatchIsNoVerdict(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	first, cancelFirst := context.WithCancel(context.Background())
+	defer cancelFirst()
+	var mu sync.Mutex
+	var lists []bool // whether each watch asked for the Lease first
+	inject := interceptor.Funcs{Watch: func(ctx context.Context, _ client.WithWatch, _ client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+		o := (&client.ListOptions{}).ApplyOptions(opts)
+		mu.Lock()
+		lists = append(lists, o.Raw != nil && ptr.Deref(o.Raw.SendInitialEvents, false))
+		n := len(lists)
+		mu.Unlock()
+		if n == 1 {
+			cancelFirst()
+			<-ctx.Done() // no answer until the request is given up
+			return nil, ctx.Err()
+		}
+		return nil, apierrors.NewServiceUnavailable("busy")
+	}}
+	clk := testingclock.NewFakeClock(epoch)
+	rl := resourcelock.NewResourceLocker(counted(newFake(heldLease(holderOther, epoch, 15)), new(callLog), inject), unitNS,
+		resourcelock.WithClock(clk), resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(reg))
+
+	if err := goAcquire(t, rl, clk, first, holderMe).result(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first AcquireLock: got %v, want context.Canceled", err)
+	}
+	// The lost Create and the busy server count; the cancel would count
+	// as an error of kind Unknown.
+	if got := metric(t, reg, "leaselock_api_errors_total", map[string]string{"kind": "Unknown"}); got != 0 {
+		t.Errorf("API errors of kind Unknown after the cancelled watch: got %v, want 0", got)
+	}
+	mu.Lock()
+	before := len(lists)
+	mu.Unlock()
+	second, cancelSecond := context.WithCancel(context.Background())
+	call := goAcquire(t, rl, clk, second, holderMe)
+	call.waiting() // its watches failed: it polls
+	cancelSecond()
+	if err := call.result(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("second AcquireLock: got %v, want context.Canceled", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lists) <= before || !lists[before] {
+		t.Errorf("watches asking for the Lease first: got %v, want the second call's first one (at %d) to", lists, before)
 	}
 }
 
