@@ -90,7 +90,8 @@ const maxLeaseDuration = math.MaxInt32 * time.Second
 // (client.WithWatch, as client.NewWithWatch builds; a manager's
 // GetClient() cannot). A waiter that watches wakes as soon as the Lease is
 // deleted or changes, and sends no request while it waits; without a watch
-// it polls at the retry interval. A nil client, or a nil pointer in it, is ignored.
+// it polls at the retry interval. A nil client, or a nil pointer in it, is
+// ignored.
 func WithWatchClient(w client.WithWatch) Option {
 	return func(rl *ResourceLocker) {
 		if !nilness.Is(w) {
