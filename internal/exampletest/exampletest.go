@@ -21,7 +21,7 @@ func Build(t *testing.T) string {
 	t.Helper()
 	if _, err := localapi.AssetsDir(); err != nil {
 		if testenv.InCI() {
-			t.Fatalf("CI=true and the API server is not available: %v", err)
+			t.Fatalf("in CI (CI is set) and the API server is not available: %v", err)
 		}
 		t.Skip(err)
 	}
