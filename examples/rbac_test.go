@@ -49,9 +49,10 @@ func lockRole(t *testing.T) *rbacv1.Role {
 func splitYAML(data []byte) [][]byte { return bytes.Split(data, []byte("\n---\n")) }
 
 // lockAsUser grants the Role's rules, less the verb drop, to a new user in a
-// new namespace, and runs every path of the lock as that user: create,
-// contend, take over an expired Lease, release. It returns the first error.
-func lockAsUser(t *testing.T, user string, drop string) error {
+// new namespace, and runs every path of the lock as that user, with a client
+// that can watch: create, contend, take over an expired Lease, release. It
+// returns the first error, and the Gets of Leases the user sent.
+func lockAsUser(t *testing.T, user string, drop string) (gets int, err error) {
 	t.Helper()
 	admin := testenv.Client(t)
 	ns := testenv.Namespace(t, admin)
@@ -72,10 +73,14 @@ func lockAsUser(t *testing.T, user string, drop string) error {
 			t.Fatal(err)
 		}
 	}
-	c, err := client.New(testenv.UserConfig(t, user), client.Options{})
+	var reqs testenv.Requests
+	cfg := testenv.UserConfig(t, user)
+	cfg.Wrap(testenv.CountingTransport(&reqs))
+	c, err := client.NewWithWatch(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	gets = -1 // until the contended acquire has run
 	// Clean up as admin whatever the user could not release.
 	t.Cleanup(func() {
 		_ = admin.DeleteAllOf(context.Background(), &coordinationv1.Lease{}, client.InNamespace(ns))
@@ -83,20 +88,22 @@ func lockAsUser(t *testing.T, user string, drop string) error {
 
 	a := resourcelock.NewResourceLocker(c, ns, resourcelock.WithLeaseDuration(time.Second), resourcelock.WithRetryTimeout(0))
 	if err := a.AcquireLock(ctx, "rbac", "a"); err != nil {
-		return err
+		return gets, err
 	}
-	// Contend: the Create fails with AlreadyExists, then a Get, then a wait
-	// on a watch of the Lease.
-	b := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(200*time.Millisecond))
+	// Contend: the Create fails with AlreadyExists, then a watch that sends
+	// the Lease first; where watch is forbidden, a Get and polling.
+	reqs.Reset()
+	b := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(200*time.Millisecond), resourcelock.WithRetryInterval(50*time.Millisecond))
 	if err := b.AcquireLock(ctx, "rbac", "b"); !errors.Is(err, resourcelock.ErrLockHeld) {
-		return err
+		return gets, err
 	}
+	gets = reqs.Count("get", "leases")
 	// Take over: b's clock runs past a's one-second lease, then an Update.
 	ahead := resourcelock.NewResourceLocker(c, ns, resourcelock.WithClock(testingclock.NewFakeClock(time.Now().Add(time.Minute))), resourcelock.WithRetryTimeout(0))
 	if err := ahead.AcquireLock(ctx, "rbac", "b"); err != nil {
-		return err
+		return gets, err
 	}
-	return ahead.ReleaseLock(ctx, "rbac", "b")
+	return gets, ahead.ReleaseLock(ctx, "rbac", "b")
 }
 
 // TestRBACRoleIsEnoughAndLeast shows that the Role in rbac.yaml lets a user
@@ -104,15 +111,24 @@ func lockAsUser(t *testing.T, user string, drop string) error {
 // but watch for the lock to work at all, and watch for waiters to watch
 // rather than poll.
 func TestRBACRoleIsEnoughAndLeast(t *testing.T) {
-	if err := lockAsUser(t, "lock-user", ""); err != nil {
+	gets, err := lockAsUser(t, "lock-user", "")
+	if err != nil {
 		t.Fatalf("with the Role in rbac.yaml: %v", err)
+	}
+	if gets != 0 {
+		t.Errorf("with the Role in rbac.yaml: a waiter sent %d Gets of the Lease, want 0: it watches", gets)
 	}
 	for _, verb := range lockRole(t).Rules[0].Verbs {
 		t.Run("without "+verb, func(t *testing.T) {
-			err := lockAsUser(t, "lock-user-no-"+verb, verb)
+			gets, err := lockAsUser(t, "lock-user-no-"+verb, verb)
 			if verb == "watch" {
 				if err != nil {
 					t.Errorf("without verb watch: got %v, want the lock to work by polling", err)
+				}
+				// The watch is refused: the waiter reads the Lease, then
+				// polls it every 50ms for 200ms.
+				if gets < 2 {
+					t.Errorf("without verb watch: a waiter sent %d Gets of the Lease, want 2 or more: it polls", gets)
 				}
 				return
 			}
