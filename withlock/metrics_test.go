@@ -15,6 +15,7 @@ import (
 	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/leaselock/leaselock/resourcelock"
 	"github.com/leaselock/leaselock/withlock"
@@ -126,14 +127,66 @@ func TestLockLostWhenFnReturnsPastExpiry(t *testing.T) {
 }
 
 // TestTypedNilRegistererRecordsNothing passes a nil *prometheus.Registry to
-// both packages' WithMetrics: it records nothing, as nil does, and panics
-// nowhere.
+// both packages' WithMetrics, and loses a lock: nothing is recorded, not
+// even with controller-runtime's registry (the default), as for nil, and
+// nothing panics. The same with the defaults records there, which shows
+// that the count would see it.
 func TestTypedNilRegistererRecordsNothing(t *testing.T) {
-	var reg *prometheus.Registry
-	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
-	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithMetrics(reg))
-	l := withlock.New(rl, withlock.WithMetrics(reg))
-	if err := l.WithLock(t.Context(), "quiet", func(context.Context) error { return nil }); err != nil {
-		t.Fatalf("WithLock: %v", err)
+	tests := []struct {
+		name   string
+		rlOpts []resourcelock.Option
+		lOpts  []withlock.Option
+		want   float64
+	}{
+		{"default", nil, nil, 1},
+		{"nil registry", []resourcelock.Option{resourcelock.WithMetrics((*prometheus.Registry)(nil))},
+			[]withlock.Option{withlock.WithMetrics((*prometheus.Registry)(nil))}, 0},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lost := func() float64 { return counterSum(t, ctrlmetrics.Registry, "leaselock_locks_lost_total") }
+			acquired := func() float64 {
+				return counterSum(t, ctrlmetrics.Registry, "leaselock_acquire_duration_seconds")
+			}
+			lost0, acquired0 := lost(), acquired()
+			clk := testingclock.NewFakeClock(time.Now())
+			c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+			rl := resourcelock.NewResourceLocker(c, "metrics", append(tt.rlOpts, resourcelock.WithClock(clk),
+				resourcelock.WithLeaseDuration(10*time.Second))...)
+			l := withlock.New(rl, tt.lOpts...)
+			err := l.WithLock(t.Context(), "quiet", func(context.Context) error {
+				clk.Step(9 * time.Second) // past 10s less the 2s default margin
+				return nil
+			})
+			if !errors.Is(err, withlock.ErrLockLost) {
+				t.Fatalf("WithLock: got %v, want ErrLockLost", err)
+			}
+			if got := lost() - lost0; got != tt.want {
+				t.Errorf("locks lost recorded with controller-runtime's registry: got %v, want %v", got, tt.want)
+			}
+			if got := acquired() - acquired0; got != tt.want {
+				t.Errorf("acquisitions recorded with controller-runtime's registry: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// counterSum is the sum over every series of the counter, or of the sample
+// counts of the histogram, name in reg.
+func counterSum(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			total += m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return total
 }
