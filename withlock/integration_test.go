@@ -119,13 +119,18 @@ func TestServerUpdateSerialisesIncrements(t *testing.T) {
 	}
 }
 
-// TestServerUnlockedLosesUpdates is the same run without the lock. It shows
-// what the lock prevents; the figure is reported, not asserted, because how
-// many updates are lost depends on scheduling.
+// TestServerUnlockedLosesUpdates is the same run without the lock: updates
+// are lost, which shows that the workers' increments do overlap, so that the
+// tests above show the lock at work. How many are lost depends on
+// scheduling; none lost would take every one of 400 reads to come after the
+// last write.
 func TestServerUnlockedLosesUpdates(t *testing.T) {
 	got := countConcurrently(t, func(ctx context.Context, c client.Client, _ *resourcelock.ResourceLocker, key client.ObjectKey) error {
 		return readModifyWrite(ctx, c, key)
 	})
 	want := workers * increments
 	t.Logf("without the lock: count %d of %d, %d updates lost", got, want, want-got)
+	if got >= want {
+		t.Errorf("count without the lock: got %d, want less than %d: the workers did not overlap", got, want)
+	}
 }

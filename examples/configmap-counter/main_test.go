@@ -12,8 +12,10 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestCounter runs the whole program, as `make demo` does but shorter: with
-// the lock no update is lost and no Lease is left; without it the figure is
-// reported.
+// the lock no update is lost and no Lease is left; without it updates are
+// lost, which shows that the replicas' increments do overlap. Three replicas
+// of ten increments lost 16 and 17 in runs here; none lost would take every
+// read to come after the last write, thirty times.
 func TestCounter(t *testing.T) {
 	bin := exampletest.Build(t)
 	out := exampletest.Run(t, bin, "--replicas", "3", "--increments", "10")
@@ -29,6 +31,9 @@ func TestCounter(t *testing.T) {
 	t.Logf("without the lock:\n%s", out)
 	if got := exampletest.Figure(t, out, "expected"); got != 30 {
 		t.Errorf("expected: got %d, want 30", got)
+	}
+	if got := exampletest.Figure(t, out, "lost updates"); got <= 0 {
+		t.Errorf("lost updates without the lock: got %d, want some", got)
 	}
 }
 
