@@ -206,7 +206,10 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 // retry interval. Either way it also wakes when the Lease expires.
 //
 // A Lease already held by lockerID counts as acquired and its renewTime is
-// refreshed, so a retry after a lost response is safe. When the lock stays
+// refreshed, so a retry after a lost response is safe. Where this locker
+// acquired that Lease for lockerID in an earlier call (the caller holds the
+// lock already), a refresh that fails or is cancelled leaves the lock held,
+// as it was before the call: the caller still holds it, and releases it. When the lock stays
 // held, the error is a *HeldError naming the holder and its expiry; when
 // other lockers' writes kept beating this one's past the timeout, it is a
 // *HeldError that wraps the last Conflict or AlreadyExists.
@@ -327,7 +330,7 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			if err := ctx.Err(); err != nil {
 				return rl.giveUp(ctx, name, lockerID, a.uncertain, err)
 			}
-			write = true
+			write, a.refresh = true, false
 			var lease *coordinationv1.Lease
 			sent := time.Now()
 			lease, err = rl.create(ctx, name, lockerID, a.handoffs)
@@ -371,6 +374,7 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			}
 			write = true
 			previous := ptr.Deref(a.lease.Spec.HolderIdentity, "")
+			a.refresh = previous == lockerID && !expired && rl.holds(name, lockerID, a.lease)
 			var lease *coordinationv1.Lease
 			lease, err = rl.claim(ctx, a.lease, lockerID)
 			if err == nil {
@@ -406,9 +410,9 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			continue
 		}
 		if ctx.Err() != nil {
-			return rl.giveUp(ctx, name, lockerID, a.uncertain || write, ctx.Err())
+			return rl.giveUp(ctx, name, lockerID, a.uncertain || write && !a.refresh, ctx.Err())
 		}
-		if write && !rejected(err) {
+		if write && !rejected(err) && !a.refresh {
 			a.uncertain = true
 		}
 		err = fmt.Errorf("resourcelock: acquire lock %s/%s: %w", rl.namespace, name, err)
@@ -431,7 +435,11 @@ type acquirer struct {
 
 	lease     *coordinationv1.Lease // as last seen; nil when absent
 	known     bool                  // lease reflects the server; start by creating
-	uncertain bool                  // a write may have reached the server unseen
+	uncertain bool                  // a write may have made lockerID the holder unseen
+	// refresh is set while the write in flight renews the very Lease this
+	// locker acquired for lockerID in an earlier call: the caller holds the
+	// lock already, and a refresh that fails or is cancelled leaves it so.
+	refresh bool
 
 	lw  *leaseWatch // the watch of the Lease, once waiting needed one
 	seq uint64      // the watch's seq when lease was taken from it
@@ -464,7 +472,8 @@ func (a *acquirer) adopt(s watchState) bool {
 // acquired ends the call after a write made lockerID the holder. It records
 // the Lease for the other waiters of the locker and tunes the handoff delay.
 // If the caller cancelled while the write was in flight, it releases the lock
-// and returns ctx.Err(): a cancelled AcquireLock leaves no lock held.
+// and returns ctx.Err(): a cancelled AcquireLock leaves no lock held, but for
+// a refresh, which leaves the lock the caller held before it.
 func (a *acquirer) acquired(ctx context.Context, lease *coordinationv1.Lease) error {
 	if a.lw != nil {
 		if a.delayed {
@@ -473,7 +482,7 @@ func (a *acquirer) acquired(ctx context.Context, lease *coordinationv1.Lease) er
 		a.lw.set(lease)
 	}
 	if err := ctx.Err(); err != nil {
-		return a.rl.giveUp(ctx, a.name, a.lockerID, true, err)
+		return a.rl.giveUp(ctx, a.name, a.lockerID, !a.refresh, err)
 	}
 	return nil
 }
@@ -894,6 +903,15 @@ func (rl *ResourceLocker) acquired(name, lockerID string, lease *coordinationv1.
 		dropOne(rl.held)
 	}
 	rl.held[k] = acquisition{version: versionOf(lease), at: at}
+}
+
+// holds reports whether lease is, in its very version, the Lease this locker
+// last acquired or renewed for lockerID: a write whose response it saw.
+func (rl *ResourceLocker) holds(name, lockerID string, lease *coordinationv1.Lease) bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	a, ok := rl.held[holding{name, lockerID}]
+	return ok && a.version == versionOf(lease)
 }
 
 func (rl *ResourceLocker) forgetHeld(name, lockerID string) (acquisition, bool) {

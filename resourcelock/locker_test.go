@@ -623,6 +623,69 @@ func TestAcquireSameHolderRenews(t *testing.T) {
 	}
 }
 
+// TestAcquireFailedRefreshKeepsTheLock has a locker that holds the lock
+// refresh it (AcquireLock again with the same lockerID), and the refresh
+// fail or be cancelled while its Update is in flight. The caller holds the
+// lock from its first call: the Lease must stay, held by it, and another
+// locker must still find the lock held. A failed first acquisition, by
+// contrast, releases what its unseen write may have won (TestAcquireCancel).
+func TestAcquireFailedRefreshKeepsTheLock(t *testing.T) {
+	tests := []struct {
+		name   string
+		update func(ctx context.Context, c client.WithWatch, obj client.Object, cancel context.CancelFunc) error
+	}{
+		{"server unavailable until the retry timeout", func(context.Context, client.WithWatch, client.Object, context.CancelFunc) error {
+			return apierrors.NewServiceUnavailable("etcd leader changed")
+		}},
+		{"cancelled while the Update was in flight", func(ctx context.Context, c client.WithWatch, obj client.Object, cancel context.CancelFunc) error {
+			cancel()
+			return c.Update(ctx, obj)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var refreshing atomic.Bool
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			clk := testingclock.NewFakeClock(epoch)
+			base := newFake()
+			c := counted(base, new(callLog), interceptor.Funcs{
+				Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+					if !refreshing.Load() {
+						return c.Update(ctx, obj, opts...)
+					}
+					return tt.update(ctx, c, obj, cancel)
+				},
+			})
+			rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithClock(clk), resourcelock.WithoutWatch(),
+				resourcelock.WithRetryTimeout(time.Second), resourcelock.WithMetrics(nil))
+			if err := goAcquire(t, rl, clk, context.Background(), holderMe).noWait(); err != nil {
+				t.Fatalf("first AcquireLock: %v", err)
+			}
+			refreshing.Store(true)
+			if err := goAcquire(t, rl, clk, ctx, holderMe).finish(100 * time.Millisecond); err == nil {
+				t.Fatal("refresh: got nil, want an error")
+			}
+			if got := holderOf(storedLease(t, base)); got != holderMe {
+				t.Fatalf("after the failed refresh: got a Lease held by %q, want one held by %q", got, holderMe)
+			}
+			if _, ok := rl.AcquiredAt(unitLock, holderMe); !ok {
+				t.Error("AcquiredAt after the failed refresh: got not held, want held")
+			}
+			other := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithClock(clk), resourcelock.WithRetryTimeout(0), resourcelock.WithMetrics(nil))
+			if err := goAcquire(t, other, clk, context.Background(), holderOther).noWait(); !errors.Is(err, resourcelock.ErrLockHeld) {
+				t.Errorf("another locker's try-lock: got %v, want ErrLockHeld", err)
+			}
+			if err := rl.ReleaseLock(context.Background(), unitLock, holderMe); err != nil {
+				t.Fatalf("ReleaseLock: %v", err)
+			}
+			if lease := storedLease(t, base); lease != nil {
+				t.Errorf("after ReleaseLock: got a Lease held by %q, want none", holderOf(lease))
+			}
+		})
+	}
+}
+
 // TestAcquireCreateWithLostResponse has the Create reach the server and its
 // answer be lost: AcquireLock must find the Lease its own and succeed, and
 // the release after it must leave no Lease.
