@@ -213,11 +213,11 @@ func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatc
 	defer timeout.Stop()
 	for {
 		s := lw.state()
-		if s.synced {
-			return rl.register(lw)
-		}
 		if !s.healthy {
 			return nil
+		}
+		if s.synced {
+			return rl.register(lw)
 		}
 		select {
 		case <-ctx.Done():
@@ -304,12 +304,22 @@ func (rl *ResourceLocker) watch(ctx context.Context, wc client.WithWatch, name s
 
 // register makes lw the watch of its Lease for the locker's other callers,
 // unless another call registered one meanwhile: then lw closes and the
-// caller gets a reference to the other, or nil if that one has ended.
+// caller gets a reference to the other, or nil if that one has ended. A
+// watch that ended before it was registered (its connection dropped) is not:
+// its end could not forget it, and nothing else would.
 func (rl *ResourceLocker) register(lw *leaseWatch) *leaseWatch {
 	rl.mu.Lock()
 	if rl.watches[lw.name] == nil {
-		rl.watches[lw.name] = lw
+		lw.mu.Lock()
+		healthy := lw.healthy
+		if healthy {
+			rl.watches[lw.name] = lw
+		}
+		lw.mu.Unlock()
 		rl.mu.Unlock()
+		if !healthy {
+			return nil
+		}
 		return lw
 	}
 	rl.mu.Unlock()
@@ -552,9 +562,17 @@ func (lw *leaseWatch) drop() {
 		return
 	}
 	lw.linger = time.AfterFunc(WatchLinger, func() {
+		// Forget the watch in the same critical section that finds it idle,
+		// so that no acquire takes it up (existingWatch) between the two.
+		rl := lw.rl
+		rl.mu.Lock()
 		lw.mu.Lock()
 		idle := lw.refs == 0
+		if idle && rl.watches[lw.name] == lw {
+			delete(rl.watches, lw.name)
+		}
 		lw.mu.Unlock()
+		rl.mu.Unlock()
 		if idle {
 			lw.end()
 		}

@@ -501,3 +501,48 @@ func TestUnlistSkipsReplayedChanges(t *testing.T) {
 		t.Errorf("lease: got %v, want version 7", lw.lease)
 	}
 }
+
+// TestDeadWatchIsNotRegistered: a watch whose connection dropped after it
+// started, before the call that opened it registered it (a watch-list that
+// sent the Lease, then ended with a server restart), is not registered. Its
+// end found nothing to forget, and nothing else would: every later waiter
+// of the Lease would open watches only to drop them, and poll.
+func TestDeadWatchIsNotRegistered(t *testing.T) {
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default", ResourceVersion: "5"}}
+	dropped := true
+	c := interceptor.NewClient(fake.NewClientBuilder().WithObjects(lease.DeepCopy()).Build(), interceptor.Funcs{
+		Watch: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+			if !dropped {
+				return c.Watch(ctx, list, opts...)
+			}
+			events := make(chan watch.Event)
+			close(events) // the connection drops at once
+			return watch.NewProxyWatcher(events), nil
+		},
+	})
+	rl := NewResourceLocker(c, "default", WithMetrics(nil))
+	lw, err := rl.startWatch(context.Background(), rl.watchable(), "l", lease, &metav1.ListOptions{ResourceVersion: "5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lw.state().healthy {
+		<-lw.state().changed // until the pump has seen the end
+	}
+	if got := rl.register(lw); got != nil {
+		t.Errorf("register of an ended watch: got a watch (healthy %v), want nil", got.state().healthy)
+	}
+	if got := rl.existingWatch("l"); got != nil {
+		t.Fatalf("existingWatch after the ended watch: got one (healthy %v), want none", got.state().healthy)
+	}
+	dropped = false
+	next := rl.openWatch(context.Background(), lease)
+	if next == nil || !next.state().healthy {
+		t.Fatal("openWatch once the server answers: got no healthy watch")
+	}
+	defer next.end()
+	if got := rl.existingWatch("l"); got != next {
+		t.Errorf("existingWatch: got %p, want the new watch %p", got, next)
+	} else {
+		got.drop()
+	}
+}
