@@ -190,3 +190,45 @@ func counterSum(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 	}
 	return total
 }
+
+// TestNestedLockLostIsTheOuters runs a WithLock inside another, and lets
+// the outer lock's lease pass while the inner one's has seconds to go. The
+// inner fn's ctx ends, since the outer's does, but the inner lock was not
+// lost: only the outer call reports ErrLockLost, and the metric counts the
+// outer lock alone.
+func TestNestedLockLostIsTheOuters(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	clk := testingclock.NewFakeClock(time.Now())
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
+		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(nil))
+	l := withlock.New(rl, withlock.WithMetrics(reg), withlock.WithLockNameLabel())
+
+	var innerErr error
+	outerErr := l.WithLock(t.Context(), "outer", func(ctx context.Context) error {
+		clk.Step(5 * time.Second) // the outer lock ends at +8s (10s less the 2s margin)
+		innerErr = l.WithLock(ctx, "inner", func(ctx context.Context) error {
+			for clk.Waiters() < 2 { // both locks' timers
+				time.Sleep(time.Millisecond)
+			}
+			clk.Step(4 * time.Second) // +9s: past the outer's end, 4s before the inner's
+			<-ctx.Done()
+			return nil
+		})
+		return nil
+	})
+	if errors.Is(innerErr, withlock.ErrLockLost) {
+		t.Errorf("inner WithLock: got %v, want no ErrLockLost: its lock ends at +13s", innerErr)
+	}
+	if !errors.Is(outerErr, withlock.ErrLockLost) {
+		t.Errorf("outer WithLock: got %v, want ErrLockLost", outerErr)
+	}
+	want := `
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# TYPE leaselock_locks_lost_total counter
+leaselock_locks_lost_total{lock="outer"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "leaselock_locks_lost_total"); err != nil {
+		t.Error(err)
+	}
+}

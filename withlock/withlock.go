@@ -168,9 +168,13 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 	}
 	timer := clk.NewTimer(expiry.Sub(clk.Now()))
 	var watching sync.WaitGroup
+	// expired is set when the timer fired: this lock's, not the cause of
+	// fnCtx, which may be an outer lock's ErrLockLost that ctx carries.
+	var expired bool
 	watching.Go(func() {
 		select {
 		case <-timer.C():
+			expired = true
 			cancel(lostErr())
 		case <-fnCtx.Done():
 		}
@@ -180,20 +184,17 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 	// panic is not recovered and goes on with its value and stack.
 	defer func() {
 		timer.Stop()
-		lost := context.Cause(fnCtx)
 		cancel(nil)
 		watching.Wait()
-		if !errors.Is(lost, ErrLockLost) && !clk.Now().Before(expiry) {
-			// fn returned after the expiry, before the timer's goroutine
-			// cancelled its ctx (or the timer was stopped before it could).
+		var lost error
+		// The clock as well: fn may have returned after the expiry, before
+		// the timer's goroutine cancelled its ctx (or the timer was stopped
+		// before it could).
+		if expired || !clk.Now().Before(expiry) {
 			lost = lostErr()
-		}
-		if errors.Is(lost, ErrLockLost) {
 			l.metrics.Lost(name)
 			logf.FromContext(ctx).Info("function outlived its lock", "lock", name,
 				"namespace", l.rl.Namespace(), "holder", holder, "error", lost)
-		} else {
-			lost = nil
 		}
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
 		defer rcancel()
