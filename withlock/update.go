@@ -71,10 +71,18 @@ func Status() UpdateOption {
 // less the margin runs out: Update then returns the Conflict, and does not
 // report the lock lost. When
 // mutate changes nothing (semantic equality), nothing is written and obj
-// holds the object as read. mutate must not change the name or namespace;
-// Update returns an error if it does. The write carries the resourceVersion
-// and UID that Update read, whatever mutate did to them. Errors from the
-// server come back wrapped, so apierrors.IsNotFound and friends hold.
+// holds the object as read. mutate must not change the name or namespace
+// (nor the kind of an unstructured object); Update returns an error if it
+// does. The write carries the resourceVersion and UID that Update read,
+// whatever mutate did to them; a read without a resourceVersion (a reader
+// that drops it) is an error, since the write would overwrite whatever is
+// stored. Errors from the server come back wrapped, so apierrors.IsNotFound
+// and friends hold.
+//
+// obj is set only once the write succeeded (or mutate changed nothing). An
+// error with obj set means the change is stored and the lock reported
+// afterwards: its release failed, or the lease could have ended before the
+// write returned (ErrLockLost). Do not run mutate again for it.
 //
 // c and obj must not be nil, obj must name an object, and mutate must not be
 // nil; Update returns an error before any request otherwise.
@@ -135,11 +143,21 @@ func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateO
 	}
 	before := current.DeepCopyObject()
 	version, uid := current.GetResourceVersion(), current.GetUID()
+	if version == "" {
+		return fmt.Errorf("withlock: update %s: the object read has no resourceVersion, so the write could not be conditional", key)
+	}
 	if err := mutate(current); err != nil {
 		return err
 	}
 	if got := client.ObjectKeyFromObject(current); got != key {
 		return fmt.Errorf("withlock: update %s: mutate changed the object's key to %s", key, got)
+	}
+	if _, ok := any(current).(runtime.Unstructured); ok {
+		// An unstructured object names its kind itself: another kind is
+		// another object, under another lock.
+		if got, want := current.GetObjectKind().GroupVersionKind().GroupKind(), before.GetObjectKind().GroupVersionKind().GroupKind(); got != want {
+			return fmt.Errorf("withlock: update %s: mutate changed the object's kind from %s to %s", key, want, got)
+		}
 	}
 	// The write is conditional on the version read, even when mutate
 	// replaced the object wholesale: a late write fails with Conflict

@@ -306,6 +306,86 @@ func TestUpdateRefusesKeyChange(t *testing.T) {
 	}
 }
 
+// TestUpdateRefusesKindChange has mutate turn an unstructured ConfigMap
+// into a Secret of the same name, which exists: that would write another
+// object, under another lock. Nothing is written.
+func TestUpdateRefusesKindChange(t *testing.T) {
+	meta := metav1.ObjectMeta{Name: "plain", Namespace: testNamespace}
+	f := newFixture(t, interceptor.Funcs{}, &corev1.ConfigMap{ObjectMeta: meta}, &corev1.Secret{ObjectMeta: meta})
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
+	obj.SetName(meta.Name)
+	obj.SetNamespace(meta.Namespace)
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, obj, func(u *unstructured.Unstructured) error {
+		u.SetKind("Secret")
+		return unstructured.SetNestedField(u.Object, "changed", "metadata", "labels", "touched")
+	})
+	if err == nil || !strings.Contains(err.Error(), "kind") {
+		t.Errorf("got %v, want an error about the kind", err)
+	}
+	var secret corev1.Secret
+	if err := f.base.Get(t.Context(), client.ObjectKey{Namespace: meta.Namespace, Name: meta.Name}, &secret); err != nil {
+		t.Fatalf("get Secret: %v", err)
+	}
+	if len(secret.Labels) != 0 {
+		t.Errorf("got Secret labels %v, want none: the Secret was written", secret.Labels)
+	}
+	f.assertNoLease(t)
+}
+
+// noVersion is a reader that drops the resourceVersion of what it reads.
+type noVersion struct{ client.Reader }
+
+func (r noVersion) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := r.Reader.Get(ctx, key, obj, opts...)
+	obj.SetResourceVersion("")
+	return err
+}
+
+// TestUpdateRefusesReadWithoutResourceVersion reads through a reader that
+// drops the resourceVersion: the write would be unconditional, and would
+// overwrite a writer that does not take the lock. Nothing is written.
+func TestUpdateRefusesReadWithoutResourceVersion(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{}, counter("1"))
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, named(), increment, withlock.ReadFrom(noVersion{f.base}))
+	if err == nil || !strings.Contains(err.Error(), "resourceVersion") {
+		t.Errorf("got %v, want an error about the resourceVersion", err)
+	}
+	if got := f.calls.count("update", &corev1.ConfigMap{}); got != 0 {
+		t.Errorf("got %d ConfigMap updates, want 0", got)
+	}
+	if got := f.stored(t).Data["count"]; got != "1" {
+		t.Errorf("got stored count %q, want %q", got, "1")
+	}
+	f.assertNoLease(t)
+}
+
+// TestUpdateStoredThenReleaseFailed has the write succeed and the release
+// of the lock fail: Update returns the release error, and obj, set only by
+// a write that succeeded, tells the caller that the change is stored and
+// mutate must not run again.
+func TestUpdateStoredThenReleaseFailed(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			if _, ok := obj.(*coordinationv1.Lease); ok {
+				return apierrors.NewForbidden(coordinationv1.Resource("leases"), obj.GetName(), errors.New("no delete"))
+			}
+			return c.Delete(ctx, obj, opts...)
+		},
+	}, counter("1"))
+	cm := named()
+	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, cm, increment)
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("got %v, want the release's Forbidden", err)
+	}
+	if cm.ResourceVersion == "" || cm.Data["count"] != "2" {
+		t.Errorf("got obj with resourceVersion %q and count %q, want it set to what was written (count 2)", cm.ResourceVersion, cm.Data["count"])
+	}
+	if got := f.stored(t).Data["count"]; got != "2" {
+		t.Errorf("got stored count %q, want %q", got, "2")
+	}
+}
+
 func TestUpdateReturnsMutateError(t *testing.T) {
 	f := newFixture(t, interceptor.Funcs{}, counter("1"))
 	err := withlock.Update(t.Context(), withlock.New(f.locker()), f.c, named(), func(cm *corev1.ConfigMap) error {
