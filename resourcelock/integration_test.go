@@ -450,6 +450,9 @@ func TestServerContendedLockWatchedFirst(t *testing.T) {
 	}
 	// Both wait for the holder, then take turns: the second to go has
 	// waited one handoff, which its Lease records for both watches to see.
+	// Each holds the lock a moment, so that the other's watch shows its
+	// Lease: a Lease that comes and goes between two looks of a loaded
+	// waiter is no handoff it counts.
 	var wg sync.WaitGroup
 	for i, rl := range lockers {
 		wg.Go(func() {
@@ -458,6 +461,7 @@ func TestServerContendedLockWatchedFirst(t *testing.T) {
 				t.Errorf("replica %d: AcquireLock: %v", i, err)
 				return
 			}
+			time.Sleep(200 * time.Millisecond)
 			if err := rl.ReleaseLock(ctx, "burst", id); err != nil {
 				t.Errorf("replica %d: ReleaseLock: %v", i, err)
 			}
