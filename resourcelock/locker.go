@@ -280,6 +280,7 @@ type outcome struct {
 
 func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, start time.Time, o *outcome) error {
 	a := &acquirer{rl: rl, name: name, lockerID: lockerID, deadline: start.Add(rl.retryTimeout), known: true}
+	a.held, a.holding = rl.heldVersion(name, lockerID)
 	// A watch this locker keeps open for name already knows the Lease.
 	if a.lw = rl.existingWatch(name); a.lw != nil {
 		a.adopt(a.lw.state())
@@ -374,7 +375,12 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			}
 			write = true
 			previous := ptr.Deref(a.lease.Spec.HolderIdentity, "")
-			a.refresh = previous == lockerID && !expired && rl.holds(name, lockerID, a.lease)
+			// A refresh renews the Lease as this locker held it when the call
+			// began, or as an earlier refresh of this call (whose response
+			// may have been lost) left it.
+			a.refresh = previous == lockerID && !expired && a.holding &&
+				(versionOf(a.lease) == a.held || a.renewing && a.lease.UID == a.held.uid)
+			a.renewing = a.renewing || a.refresh
 			var lease *coordinationv1.Lease
 			lease, err = rl.claim(ctx, a.lease, lockerID)
 			if err == nil {
@@ -436,10 +442,13 @@ type acquirer struct {
 	lease     *coordinationv1.Lease // as last seen; nil when absent
 	known     bool                  // lease reflects the server; start by creating
 	uncertain bool                  // a write may have made lockerID the holder unseen
-	// refresh is set while the write in flight renews the very Lease this
-	// locker acquired for lockerID in an earlier call: the caller holds the
-	// lock already, and a refresh that fails or is cancelled leaves it so.
-	refresh bool
+	// held is the version of the Lease this locker held for lockerID when
+	// the call began, if holding. refresh is set while the write in flight
+	// renews that very Lease, still held by lockerID, and renewing once one
+	// such write was sent: the caller holds the lock already, and a refresh
+	// that fails or is cancelled leaves it so.
+	held                       version
+	holding, refresh, renewing bool
 
 	lw  *leaseWatch // the watch of the Lease, once waiting needed one
 	seq uint64      // the watch's seq when lease was taken from it
@@ -905,13 +914,13 @@ func (rl *ResourceLocker) acquired(name, lockerID string, lease *coordinationv1.
 	rl.held[k] = acquisition{version: versionOf(lease), at: at}
 }
 
-// holds reports whether lease is, in its very version, the Lease this locker
-// last acquired or renewed for lockerID: a write whose response it saw.
-func (rl *ResourceLocker) holds(name, lockerID string, lease *coordinationv1.Lease) bool {
+// heldVersion returns the version of the Lease this locker holds for
+// lockerID, as its last acquire or renewal whose response it saw left it.
+func (rl *ResourceLocker) heldVersion(name, lockerID string) (version, bool) {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	a, ok := rl.held[holding{name, lockerID}]
-	return ok && a.version == versionOf(lease)
+	return a.version, ok
 }
 
 func (rl *ResourceLocker) forgetHeld(name, lockerID string) (acquisition, bool) {

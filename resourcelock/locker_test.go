@@ -641,6 +641,19 @@ func TestAcquireFailedRefreshKeepsTheLock(t *testing.T) {
 			cancel()
 			return c.Update(ctx, obj)
 		}},
+		{"renewed with the response lost, then unavailable", func() func(context.Context, client.WithWatch, client.Object, context.CancelFunc) error {
+			landed := false
+			return func(ctx context.Context, c client.WithWatch, obj client.Object, _ context.CancelFunc) error {
+				if landed {
+					return apierrors.NewServiceUnavailable("etcd leader changed")
+				}
+				landed = true
+				if err := c.Update(ctx, obj); err != nil {
+					return err
+				}
+				return apierrors.NewTimeoutError("response lost", 0)
+			}
+		}()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
