@@ -3,6 +3,7 @@ package torture_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -102,7 +103,11 @@ func testSkew(t *testing.T, holderOffset, waiterOffset time.Duration, opts []res
 	go func() {
 		holderErr <- holder.WithLock(ctx, name, func(ctx context.Context) error {
 			close(acquired)
-			<-ctx.Done()
+			select {
+			case <-ctx.Done():
+			case <-time.After(4 * lease):
+				return errNeverTold
+			}
 			told = time.Now()
 			// A holder that does not stop when told: it keeps the Lease
 			// until the waiter took it, so the waiter must take it over.
@@ -149,8 +154,13 @@ func testSkew(t *testing.T, holderOffset, waiterOffset time.Duration, opts []res
 		holderOffset, waiterOffset, claim.Sub(waitStart).Round(time.Millisecond), ownDeadline.Sub(claim).Round(time.Millisecond))
 
 	err = <-holderErr
-	if !errors.Is(err, withlock.ErrLockLost) {
-		t.Errorf("holder: got %v, want ErrLockLost", err)
+	if !errors.Is(err, withlock.ErrLockLost) || errors.Is(err, errNeverTold) {
+		t.Errorf("holder: got %v, want ErrLockLost, with its ctx cancelled", err)
+	}
+	// The holder has released by now, with preconditions on the version it
+	// held: the Lease the waiter took over must still be there, the waiter's.
+	if after := getLease(t, c, ns, name); after == nil || after.UID != taken.UID || ptr.Deref(after.Spec.HolderIdentity, "") != "waiter" {
+		t.Errorf("after the holder's release: got %v, want the waiter's Lease %s: the stale holder's release deleted a takeover", describe(after), taken.UID)
 	}
 	overlaps := 0
 	if told.After(claim) {
@@ -216,4 +226,16 @@ func TestTortureFarFutureRenewTime(t *testing.T) {
 			figures.add(func(s *summary) { s.skewCases++ })
 		})
 	}
+}
+
+// errNeverTold is the holder's error when its ctx was not cancelled within
+// four lease durations: withlock never told it that its lease ran out.
+var errNeverTold = errors.New("the holder's ctx was never cancelled")
+
+// describe names a Lease and its holder, or says there is none.
+func describe(lease *coordinationv1.Lease) string {
+	if lease == nil {
+		return "no Lease"
+	}
+	return fmt.Sprintf("Lease %s held by %q", lease.UID, ptr.Deref(lease.Spec.HolderIdentity, ""))
 }
