@@ -11,6 +11,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -154,6 +155,62 @@ func TestServerExpiredLeaseIsTakenOver(t *testing.T) {
 	}
 	if err := b.ReleaseLock(ctx, "expiring", "holder-b"); err != nil {
 		t.Fatalf("ReleaseLock b: %v", err)
+	}
+}
+
+// TestServerRacingTakeoversHaveOneWinner has 8 lockers, each with a client
+// of its own, try at once to take over a Lease whose holder crashed an hour
+// ago, round after round: the server's resourceVersion check lets exactly
+// one win each round, and the others find the lock held by it.
+func TestServerRacingTakeoversHaveOneWinner(t *testing.T) {
+	const lockers, rounds = 8, 10
+	admin := testenv.Client(t)
+	ns := testenv.Namespace(t, admin)
+	rls := make([]*resourcelock.ResourceLocker, lockers)
+	for i := range rls {
+		rls[i] = resourcelock.NewResourceLocker(testenv.Client(t), ns, resourcelock.WithRetryTimeout(0))
+	}
+	for round := range rounds {
+		name := fmt.Sprint("crashed-", round)
+		stale := metav1.NewMicroTime(time.Now().Add(-time.Hour))
+		if err := admin.Create(t.Context(), &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("crashed"), LeaseDurationSeconds: ptr.To(int32(15)),
+				AcquireTime: &stale, RenewTime: &stale},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		start := make(chan struct{})
+		errs := make([]error, lockers)
+		var wg sync.WaitGroup
+		for i, rl := range rls {
+			wg.Go(func() {
+				<-start
+				errs[i] = rl.AcquireLock(t.Context(), name, fmt.Sprint("locker-", i))
+			})
+		}
+		close(start)
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && winner < 0:
+				winner = i
+			case err == nil:
+				t.Errorf("round %d: lockers %d and %d both took the Lease over", round, winner, i)
+			case !errors.Is(err, resourcelock.ErrLockHeld):
+				t.Errorf("round %d: locker %d: got %v, want nil or ErrLockHeld", round, i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: no locker took the expired Lease over", round)
+		}
+		if got := ptr.Deref(getLease(t, admin, ns, name).Spec.HolderIdentity, ""); got != fmt.Sprint("locker-", winner) {
+			t.Errorf("round %d: Lease held by %q, want locker-%d", round, got, winner)
+		}
+		if err := rls[winner].ReleaseLock(t.Context(), name, fmt.Sprint("locker-", winner)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
