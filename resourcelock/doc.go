@@ -10,7 +10,10 @@
 //
 //	rl := resourcelock.NewResourceLocker(client, "my-namespace")
 //	if err := rl.AcquireLock(ctx, "my-lock", "holder-abc"); err != nil { ... }
-//	defer rl.ReleaseLock(ctx, "my-lock", "holder-abc")
+//	// Release even once ctx is cancelled (a manager's is, at shutdown):
+//	// with a cancelled ctx ReleaseLock returns at once, and the Lease
+//	// stays until it expires.
+//	defer rl.ReleaseLock(context.WithoutCancel(ctx), "my-lock", "holder-abc")
 //
 // # What a lock promises
 //
@@ -39,9 +42,10 @@
 // locker share one watch per Lease. The watch sends the Lease first (a
 // watch-list), so a waiter does not read it; where the server does not serve
 // watch-lists, a waiter reads the Lease, then watches it. The server
-// compresses each event of a watch-list on its own, so when a second
-// AcquireLock takes up the watch of a busy Lease, the locker replaces it with
-// a plain watch: one request, once. Without a watch they poll at the retry
+// compresses each event of a watch-list on its own, so once the Lease looks
+// busy (an AcquireLock takes up a watch that outlived its last waiter, or a
+// waiter that asked with many others loses a handoff) the locker replaces
+// it with a plain watch: one request, once. Without a watch they poll at the retry
 // interval. When a Lease is released, waiters take turns by how many handoffs
 // they have waited through, which each new holder records on its Lease
 // (HandoffsAnnotation), so a release does not make every waiter send a
@@ -76,7 +80,9 @@
 // leaselock_api_errors_total (by kind) with controller-runtime's
 // metrics.Registry, which a manager serves on /metrics; WithMetrics chooses
 // another registerer, or none. They carry no holder label, and a lock label
-// only with WithLockNameLabel. Every locker on one registerer, and every
-// withlock.Locker, shares its labels: the first to register there decides
-// whether they carry the lock name.
+// only with WithLockNameLabel. Every locker on one registerer, a
+// withlock.Locker given the same one included, shares its labels: the first
+// to register there decides whether they carry the lock name. A
+// withlock.Locker does not take its registerer from the ResourceLocker; see
+// withlock.WithMetrics.
 package resourcelock

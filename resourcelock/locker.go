@@ -199,7 +199,8 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 // Create and Update conflicts (another replica raced us) are retried
 // transparently within the timeout window. The wait between retries is
 // context-aware: if ctx is cancelled, AcquireLock returns ctx.Err()
-// immediately instead of blocking.
+// immediately instead of blocking (a write already in flight first runs to
+// its end; see below).
 //
 // When the client can watch (see WithWatchClient), a waiter watches the Lease
 // and retries as soon as it is deleted or changes; otherwise it polls at the

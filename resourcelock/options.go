@@ -17,7 +17,8 @@ const (
 	DefaultLeaseDuration = 15 * time.Second
 	// DefaultRetryInterval is the wait between attempts while a lock is held.
 	DefaultRetryInterval = 500 * time.Millisecond
-	// DefaultRetryTimeout is how long AcquireLock retries a held lock.
+	// DefaultRetryTimeout is how long AcquireLock retries a held lock, and
+	// ReleaseLock a transient error.
 	DefaultRetryTimeout = 5 * time.Second
 )
 
@@ -57,7 +58,9 @@ func WithRetryInterval(d time.Duration) Option {
 }
 
 // WithRetryTimeout sets the total time to retry acquiring a held lock. Default
-// is 5s. Negative values are ignored.
+// is 5s. Negative values are ignored. It also bounds the retries of
+// transient errors in ReleaseLock (and in the release after a failed
+// acquire): with 0, such an error leaves the Lease until it expires.
 //
 // A retry timeout of 0 makes AcquireLock a try-lock: it makes one attempt and
 // returns ErrLockHeld at once, without waiting, if another locker holds the

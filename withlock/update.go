@@ -82,7 +82,10 @@ func Status() UpdateOption {
 // obj is set only once the write succeeded (or mutate changed nothing). An
 // error with obj set means the change is stored and the lock reported
 // afterwards: its release failed, or the lease could have ended before the
-// write returned (ErrLockLost). Do not run mutate again for it.
+// write returned (ErrLockLost). Do not run mutate again for it. To tell,
+// compare obj's resourceVersion with the one it had before the call, or pass
+// an object that carries only its name. ErrLockLost alone does not say that
+// anything was written: a read after the lease ran out fails with it too.
 //
 // c and obj must not be nil, obj must name an object, and mutate must not be
 // nil; Update returns an error before any request otherwise.
@@ -94,8 +97,10 @@ func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, ob
 		}
 	}
 	switch {
-	case l == nil || l.rl == nil:
+	case l == nil:
 		return errNilLocker
+	case l.rl == nil:
+		return errNilResource
 	case nilness.Is(c):
 		return errNilClient
 	case nilness.Is(o.reader):

@@ -605,7 +605,7 @@ func TestUpdateRejectsBadInput(t *testing.T) {
 			call: func(ctx context.Context, _ *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
 				return withlock.Update(ctx, withlock.New(nil), c, named(), mutate)
 			},
-			wantMsg: "locker is nil",
+			wantMsg: "nil ResourceLocker",
 		},
 		{
 			name: "nil client",

@@ -23,11 +23,15 @@ const DefaultReleaseTimeout = 5 * time.Second
 
 var (
 	// ErrLockLost is the cause of the ctx given to fn when its lease could
-	// have expired, and is in the error of a call whose fn ran that long.
+	// have expired, and is in the error of a call whose fn ran that long. A
+	// nested call's fn sees an outer lock's ErrLockLost as its ctx's cause
+	// too, but the nested call reports its own lock lost only when its own
+	// lease ran out.
 	ErrLockLost = errors.New("withlock: lock lost: the lease could have expired before fn returned")
 
-	errNilLocker = errors.New("withlock: locker is nil")
-	errNilFunc   = errors.New("withlock: fn is nil")
+	errNilLocker   = errors.New("withlock: locker is nil")
+	errNilResource = errors.New("withlock: Locker has a nil ResourceLocker: pass one to New")
+	errNilFunc     = errors.New("withlock: fn is nil")
 )
 
 // Locker runs functions under resourcelock locks, with a holder ID of its own
@@ -49,7 +53,8 @@ type Option func(*Locker)
 // WithIdentity sets the stable part of every holder ID, so that `kubectl get
 // lease` shows which process holds a lock. Default: $POD_NAME when set, else
 // the hostname. Holder IDs are the identity, an underscore, and a fresh UUID.
-// An empty identity is ignored.
+// An empty identity is ignored; one that is not valid UTF-8 makes every call
+// fail with resourcelock's invalid lockerID error, before any request.
 func WithIdentity(id string) Option {
 	return func(l *Locker) {
 		if id != "" {
@@ -132,17 +137,21 @@ func Do(ctx context.Context, rl *resourcelock.ResourceLocker, name string, fn fu
 // Lease is left behind then, unless the release of one that a cancelled
 // write may have created failed too: the error says so, and the Lease
 // stays until it expires. Otherwise it returns fn's error, joined with
-// ErrLockLost if fn ran past its lease and with the release error if the
-// release failed; errors.Is and errors.As see each of them. If fn panics, the
-// lock is released and the panic goes on with its original value.
+// ErrLockLost if fn ran past its lease less the safety margin (see
+// WithSafetyMargin) and with the release error if the release failed;
+// errors.Is and errors.As see each of them. If fn panics, the lock is
+// released and the panic goes on with its original value.
 //
 // The ctx given to fn is cancelled when ctx is, and with cause ErrLockLost
 // when the lease could have expired: pass it to every request fn makes.
 // Release runs on context.WithoutCancel(ctx) bounded by the release timeout,
 // so it happens even after ctx was cancelled.
 func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.Context) error) (err error) {
-	if l == nil || l.rl == nil {
+	if l == nil {
 		return errNilLocker
+	}
+	if l.rl == nil {
+		return errNilResource
 	}
 	if fn == nil {
 		return errNilFunc

@@ -720,7 +720,7 @@ func TestWithLockRejectsBadInput(t *testing.T) {
 			call: func(ctx context.Context, _ *resourcelock.ResourceLocker, fn func(context.Context) error) error {
 				return withlock.New(nil).WithLock(ctx, "job", fn)
 			},
-			wantMsg: "locker is nil",
+			wantMsg: "nil ResourceLocker",
 		},
 		{
 			name: "nil *Locker",
@@ -735,7 +735,7 @@ func TestWithLockRejectsBadInput(t *testing.T) {
 			call: func(ctx context.Context, _ *resourcelock.ResourceLocker, fn func(context.Context) error) error {
 				return withlock.Do(ctx, nil, "job", fn)
 			},
-			wantMsg: "locker is nil",
+			wantMsg: "nil ResourceLocker",
 		},
 		{
 			name: "Do with a zero-value ResourceLocker",
