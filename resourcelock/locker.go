@@ -208,12 +208,14 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 //
 // A Lease already held by lockerID counts as acquired and its renewTime is
 // refreshed, so a retry after a lost response is safe. Where this locker
-// acquired that Lease for lockerID in an earlier call (the caller holds the
-// lock already), a refresh that fails or is cancelled leaves the lock held,
-// as it was before the call: the caller still holds it, and releases it. When the lock stays
-// held, the error is a *HeldError naming the holder and its expiry; when
-// other lockers' writes kept beating this one's past the timeout, it is a
-// *HeldError that wraps the last Conflict or AlreadyExists.
+// acquired that Lease for lockerID in an earlier call and it has not expired
+// (the caller holds the lock already), a refresh that fails or is cancelled
+// leaves the lock held, as it was before the call: the caller still holds
+// it, and releases it.
+//
+// When the lock stays held, the error is a *HeldError naming the holder and
+// its expiry; when other lockers' writes kept beating this one's past the
+// timeout, it is a *HeldError that wraps the last Conflict or AlreadyExists.
 // Transient server errors (5xx, 429, timeouts, lost connections) are retried
 // with jittered backoff inside the window; other errors (Forbidden, Invalid)
 // return at once, wrapped so that apierrors.IsForbidden and friends still
