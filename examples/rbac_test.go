@@ -93,7 +93,7 @@ func lockAsUser(t *testing.T, user string, drop string) (gets int, err error) {
 	// Contend: the Create fails with AlreadyExists, then a watch that sends
 	// the Lease first; where watch is forbidden, a Get and polling.
 	reqs.Reset()
-	b := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(200*time.Millisecond), resourcelock.WithRetryInterval(50*time.Millisecond))
+	b := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(500*time.Millisecond), resourcelock.WithRetryInterval(50*time.Millisecond))
 	if err := b.AcquireLock(ctx, "rbac", "b"); !errors.Is(err, resourcelock.ErrLockHeld) {
 		return gets, err
 	}
@@ -126,7 +126,7 @@ func TestRBACRoleIsEnoughAndLeast(t *testing.T) {
 					t.Errorf("without verb watch: got %v, want the lock to work by polling", err)
 				}
 				// The watch is refused: the waiter reads the Lease, then
-				// polls it every 50ms for 200ms.
+				// polls it every 50ms for half a second, within a's one-second lease.
 				if gets < 2 {
 					t.Errorf("without verb watch: a waiter sent %d Gets of the Lease, want 2 or more: it polls", gets)
 				}
