@@ -220,6 +220,7 @@ func run(ctx context.Context, o options) error {
 		fmt.Fprintf(w, "  manager %d reconciles\t%d\n", i, r.reconciles.Load())
 	}
 	fmt.Fprintf(w, "  took\t%v\n", took.Round(time.Millisecond))
+	fmt.Fprintf(w, "  update conflicts\t%d\n", conflicts.Load())
 	fmt.Fprintf(w, "  leases left\t%d\n", len(leases.Items))
 	if err := w.Flush(); err != nil {
 		return err
@@ -232,6 +233,9 @@ func run(ctx context.Context, o options) error {
 	}
 	if len(leases.Items) > 0 {
 		return fmt.Errorf("%d Leases left", len(leases.Items))
+	}
+	if n := conflicts.Load(); n > 0 {
+		return fmt.Errorf("%d updates of the registry met a Conflict", n)
 	}
 	return nil
 }
@@ -246,7 +250,9 @@ func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReco
 	if i == 0 {
 		bind = o.metrics
 	}
-	mgr, err := ctrl.NewManager(rest.CopyConfig(cfg), ctrl.Options{
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return conflictCounter{rt} })
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Metrics:                metricsserver.Options{BindAddress: bind},
 		HealthProbeBindAddress: "0",
 		// Several managers in one process register controllers of the same
@@ -275,6 +281,24 @@ func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReco
 		return nil, nil, err
 	}
 	return mgr, r, nil
+}
+
+// conflicts counts the ConfigMap updates that the server refused with
+// Conflict, for the summary. Every writer of the registry takes its lock and
+// reads it afresh under it, so there should be none: a Conflict would mean a
+// write raced another.
+var conflicts atomic.Int64
+
+// conflictCounter is the managers' transport: it counts conflicts.
+type conflictCounter struct{ next http.RoundTripper }
+
+func (c conflictCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(req)
+	if err == nil && req.Method == http.MethodPut && resp.StatusCode == http.StatusConflict &&
+		strings.Contains(req.URL.Path, "/configmaps/") {
+		conflicts.Add(1)
+	}
+	return resp, err
 }
 
 // setUp creates the namespace, an empty registry and the sources.

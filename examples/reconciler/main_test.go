@@ -12,7 +12,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestReconciler runs the whole program, bounded: every entry is merged and
+// TestReconciler runs the whole program, bounded: every entry is merged, no
+// update of the registry met a Conflict (every writer takes the lock), and
 // no Lease is left (the program itself fails otherwise).
 func TestReconciler(t *testing.T) {
 	bin := exampletest.Build(t)
@@ -21,6 +22,9 @@ func TestReconciler(t *testing.T) {
 	t.Logf("\n%s", out)
 	if got := exampletest.Figure(t, out, "entries merged"); got != 10 {
 		t.Errorf("entries merged: got %d, want 10", got)
+	}
+	if got := exampletest.Figure(t, out, "update conflicts"); got != 0 {
+		t.Errorf("update conflicts: got %d, want 0", got)
 	}
 	if got := exampletest.Figure(t, out, "leases left"); got != 0 {
 		t.Errorf("leases left: got %d, want 0", got)
