@@ -49,6 +49,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -200,8 +201,12 @@ func run(ctx context.Context, o options) error {
 		err := c.Get(ctx, client.ObjectKey{Namespace: o.namespace, Name: registryName}, registry)
 		return err == nil && len(registry.Data) == o.sources, err
 	})
+	// The summary is read on a context of its own, so that an interrupted
+	// run still says what it merged and whether it left Leases.
+	endCtx, endCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer endCancel()
 	if o.metrics != "0" {
-		if err := printMetrics(ctx, o.metrics); err != nil {
+		if err := printMetrics(endCtx, o.metrics); err != nil {
 			fmt.Fprintln(os.Stderr, "reconciler: scrape metrics:", err)
 		}
 	}
@@ -210,7 +215,7 @@ func run(ctx context.Context, o options) error {
 	took := time.Since(began)
 
 	var leases coordinationv1.LeaseList
-	if err := c.List(ctx, &leases, client.InNamespace(o.namespace), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
+	if err := c.List(endCtx, &leases, client.InNamespace(o.namespace), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -253,7 +258,10 @@ func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReco
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return conflictCounter{rt} })
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Metrics:                metricsserver.Options{BindAddress: bind},
+		Metrics: metricsserver.Options{BindAddress: bind},
+		// Watch and cache the ConfigMaps of the example's namespace only,
+		// which its RBAC can be limited to.
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{o.namespace: {}}},
 		HealthProbeBindAddress: "0",
 		// Several managers in one process register controllers of the same
 		// kind; in real replicas each is alone in its process.
