@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,6 +54,11 @@ func runs() int {
 	return 5
 }
 
+// currentRun is the index of the run the benchmarks are in: record tags
+// each row's figures with it, so that a row is judged against its baseline
+// of the same run even when a run of one of them failed or repeated.
+var currentRun int
+
 // runFor is how long each contended scenario runs:
 // $LEASELOCK_BENCH_SECONDS, 4s by default.
 func runFor() time.Duration {
@@ -68,7 +74,7 @@ func runFor() time.Duration {
 // then falls on both alike, and the ratio measures the lock, not the moment.
 // Each row reports its mean time per cycle (ns/op) and its median.
 func BenchmarkUncontended(b *testing.B) {
-	for range runs() {
+	for currentRun = range runs() {
 		b.Run("paired", uncontended)
 	}
 }
@@ -294,6 +300,7 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 	clientCPU, serverCPU := cpuTimes(b)
 
 	var mu sync.Mutex
+	var failed atomic.Bool
 	byLock := map[string][]section{}
 	// once runs one section of worker i in round r, and reports whether it
 	// succeeded.
@@ -307,6 +314,7 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		s.released = time.Now()
 		if err != nil {
 			b.Errorf("worker %d: %v", i, err)
+			failed.Store(true)
 			return false
 		}
 		mu.Lock()
@@ -392,23 +400,42 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 			b.Fatal(err)
 		}
 	}
+	if failed.Load() || n == 0 {
+		// A run in which a worker failed, or none got the lock, measured
+		// something else: it is not recorded (b.Errorf failed it already).
+		b.Errorf("%s, %s: run not recorded: %d sections, a worker failed: %v", scenario, row, n, failed.Load())
+		return
+	}
 	m := map[string]float64{
 		"increments/s": float64(n) / elapsed.Seconds(),
-		"wait-p99-ms":  ms(percentile(waits, 99)),
-		// The same without each worker's first wait: the queue in its steady
-		// state, not the start where all arrive together.
-		"later-wait-p99-ms": ms(percentile(later, 99)),
-		"requests/acq":      float64(reqs.Count("", "leases")) / float64(max(n, 1)),
-		"handoff-p50-ms":    ms(percentile(handoffs, 50)),
-		"handoff-p99-ms":    ms(percentile(handoffs, 99)),
-		// One Lease write as the API server served it in this run, under
-		// this load: the unit a handoff is measured in.
-		"write-p50-ms":     ms(percentile(reqs.Writes("leases"), 50)),
-		"turns-waited-p99": float64(percentile(turns, 99)),
+		"requests/acq": float64(reqs.Count("", "leases")) / float64(n),
 		// Where the two cores went: this process (every worker's client),
 		// and the API server with etcd.
-		"client-cpu-ms/acq": ms(clientCPU2-clientCPU) / float64(max(n, 1)),
-		"server-cpu-ms/acq": ms(serverCPU2-serverCPU) / float64(max(n, 1)),
+		"client-cpu-ms/acq": ms(clientCPU2-clientCPU) / float64(n),
+		"server-cpu-ms/acq": ms(serverCPU2-serverCPU) / float64(n),
+	}
+	// A percentile of no sample is no figure: a row without handoffs (one
+	// worker in rounds) shows an empty cell, not a measured zero.
+	for unit, sample := range map[string]struct {
+		ds []time.Duration
+		p  int
+	}{
+		"wait-p99-ms": {waits, 99},
+		// The same without each worker's first wait: the queue in its steady
+		// state, not the start where all arrive together.
+		"later-wait-p99-ms": {later, 99},
+		"handoff-p50-ms":    {handoffs, 50},
+		"handoff-p99-ms":    {handoffs, 99},
+		// One Lease write as the API server served it in this run, under
+		// this load: the unit a handoff is measured in.
+		"write-p50-ms": {reqs.Writes("leases"), 50},
+	} {
+		if len(sample.ds) > 0 {
+			m[unit] = ms(percentile(sample.ds, sample.p))
+		}
+	}
+	if len(turns) > 0 {
+		m["turns-waited-p99"] = float64(percentile(turns, 99))
 	}
 	if distinct {
 		delete(m, "handoff-p50-ms")
@@ -522,7 +549,7 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // baselines: polling every 500ms, client-go leaderelection as a lock, and
 // the serial floor (one worker, no contention); each in both workloads.
 func BenchmarkContended8(b *testing.B) {
-	for range runs() {
+	for currentRun = range runs() {
 		for _, load := range []struct {
 			name, scenario string
 			load           workload
@@ -558,7 +585,7 @@ func BenchmarkContended8(b *testing.B) {
 // BenchmarkScale is the cost curve: 1, 2, 8 and 32 contenders on one lock,
 // and 32 workers on 32 locks of their own.
 func BenchmarkScale(b *testing.B) {
-	for range runs() {
+	for currentRun = range runs() {
 		for _, n := range []int{1, 2, 8, 32} {
 			b.Run(fmt.Sprintf("contenders-%d", n), func(b *testing.B) {
 				for b.Loop() {

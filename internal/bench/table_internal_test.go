@@ -14,19 +14,24 @@ import (
 
 // TestPerRun: each run's figures are judged against the reference row of the
 // same run, and the table gives the median of those ratios, not the ratio
-// of the medians.
+// of the medians. Runs pair by the run they were measured in: the serial
+// row's run 1 failed and was not recorded, so leaselock's run 1 has no pair
+// and its runs 2 and 3 pair with the serial row's runs 2 and 3, not 1 and 2.
+// A row without a wait p99 has no ratio to its bound.
 func TestPerRun(t *testing.T) {
 	resultsMu.Lock()
 	saved := results
 	results = map[string]map[string][]map[string]float64{free8: {
 		// 100/s alone: a 10ms cycle, so 8 contenders are bound to 160ms.
-		serialRow: {{"increments/s": 100}, {"increments/s": 50}, {"increments/s": 100}},
+		serialRow: {{"increments/s": 100, runKey: 0}, {"increments/s": 50, runKey: 2}, {"increments/s": 100, runKey: 3}},
 		"leaselock": {
-			{"contenders": 8, "wait-p99-ms": 80, "increments/s": 80},  // 0.5 of its bound; 0.8 of the serial rate
-			{"contenders": 8, "wait-p99-ms": 160, "increments/s": 40}, // 160 / 320: 0.5; 0.8
-			{"contenders": 8, "wait-p99-ms": 320, "increments/s": 20}, // 2; 0.2
+			{"contenders": 8, "wait-p99-ms": 80, "increments/s": 80, runKey: 0},  // 0.5 of its bound; 0.8 of the serial rate
+			{"contenders": 8, "wait-p99-ms": 9999, "increments/s": 1, runKey: 1}, // no pair
+			{"contenders": 8, "wait-p99-ms": 160, "increments/s": 40, runKey: 2}, // 160 / 320: 0.5; 0.8
+			{"contenders": 8, "wait-p99-ms": 320, "increments/s": 20, runKey: 3}, // 2; 0.2
 		},
-		"32 workers, 32 locks": {{"wait-p99-ms": 50}},
+		"no waits":             {{"contenders": 8, "increments/s": 80, runKey: 0}},
+		"32 workers, 32 locks": {{"wait-p99-ms": 50, runKey: 0}},
 	}}
 	resultsMu.Unlock()
 	defer func() {
@@ -45,6 +50,7 @@ func TestPerRun(t *testing.T) {
 		{name: "wait over bound", f: waitOverBound, row: "leaselock", want: 0.5, wantOK: true},
 		{name: "wait over bound of the serial row", f: waitOverBound, row: serialRow},
 		{name: "wait over bound of distinct locks", f: waitOverBound, row: "32 workers, 32 locks"},
+		{name: "wait over bound without a wait p99", f: waitOverBound, row: "no waits"},
 		// leaselock's increments/s over the serial row's: the median of 0.8,
 		// 0.8 and 0.2, where the ratio of the medians would be 0.4.
 		{name: "serial row versus leaselock", f: versus, row: serialRow, want: 0.8, wantOK: true},

@@ -31,8 +31,13 @@ func record(b *testing.B, scenario, row string, m map[string]float64) {
 	if results[scenario][row] == nil {
 		rows[scenario] = append(rows[scenario], row)
 	}
+	m[runKey] = float64(currentRun)
 	results[scenario][row] = append(results[scenario][row], m)
 }
+
+// runKey is the figure that tags a row's figures with the run they were
+// measured in (see currentRun); it is no column.
+const runKey = "run"
 
 // comparisons name, per scenario, the row every other is compared with and
 // on which metric.
@@ -73,11 +78,12 @@ func waitOverBound(sc, row string) (float64, bool) {
 	}
 	return perRun(sc, row, serial, func(m, serial map[string]float64) (float64, bool) {
 		n, perSecond := m["contenders"], serial["increments/s"]
-		if n < 2 || perSecond == 0 {
+		wait, ok := m["wait-p99-ms"]
+		if n < 2 || perSecond == 0 || !ok {
 			return 0, false
 		}
 		bound := 2 * n * 1000 / perSecond
-		return m["wait-p99-ms"] / bound, true
+		return wait / bound, true
 	})
 }
 
@@ -104,12 +110,22 @@ func versus(sc, row string) (float64, bool) {
 // perRun returns the median over runs of f applied to row's figures and
 // ref's of the same run. Runs are paired, not medians: the machine's speed
 // drifts too much within a minute for one row's median to judge another's.
+//
+// A row's figures are paired with ref's by the run they were measured in,
+// not by position: a run that failed for one of them, or that the
+// benchmark loop repeated, must not shift the pairs after it. A run with
+// several figures of ref is judged against the last.
 func perRun(sc, row, ref string, f func(m, ref map[string]float64) (float64, bool)) (float64, bool) {
-	rowRuns, refRuns := results[sc][row], results[sc][ref]
+	refByRun := map[float64]map[string]float64{}
+	for _, m := range results[sc][ref] {
+		refByRun[m[runKey]] = m
+	}
 	var vs []map[string]float64
-	for i := range min(len(rowRuns), len(refRuns)) {
-		if v, ok := f(rowRuns[i], refRuns[i]); ok {
-			vs = append(vs, map[string]float64{"v": v})
+	for _, m := range results[sc][row] {
+		if r, ok := refByRun[m[runKey]]; ok {
+			if v, ok := f(m, r); ok {
+				vs = append(vs, map[string]float64{"v": v})
+			}
 		}
 	}
 	return median(vs, "v")
