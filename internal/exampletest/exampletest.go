@@ -15,8 +15,9 @@ import (
 )
 
 // Build builds the main package in the working directory and returns the
-// binary's path. It skips t when the local API server's binaries are absent,
-// except in CI, where that fails t.
+// binary's path, with the race detector when the tests run with it. It
+// skips t when the local API server's binaries are absent, except in CI,
+// where that fails t.
 func Build(t *testing.T) string {
 	t.Helper()
 	if _, err := localapi.AssetsDir(); err != nil {
@@ -26,7 +27,11 @@ func Build(t *testing.T) string {
 		t.Skip(err)
 	}
 	bin := filepath.Join(t.TempDir(), "example")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
