@@ -181,6 +181,9 @@ func run(ctx context.Context, o options) error {
 	defer cancel()
 	reconcilers := make([]*RegistryReconciler, o.managers)
 	errs := make([]error, o.managers)
+	// stopped reports a manager that failed, so that the run ends then and
+	// not at its timeout.
+	stopped := make(chan error, o.managers)
 	var wg sync.WaitGroup
 	for i := range o.managers {
 		mgr, r, err := newManager(cluster.Config, o, i)
@@ -192,30 +195,44 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		reconcilers[i] = r
-		wg.Go(func() { errs[i] = mgr.Start(runCtx) })
+		wg.Go(func() {
+			if errs[i] = mgr.Start(runCtx); errs[i] != nil {
+				stopped <- errs[i]
+			}
+		})
 	}
 
 	began := time.Now()
 	registry := &corev1.ConfigMap{}
 	waitErr := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, o.timeout, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-stopped:
+			return false, fmt.Errorf("a manager stopped: %w", err)
+		default:
+		}
 		err := c.Get(ctx, client.ObjectKey{Namespace: o.namespace, Name: registryName}, registry)
 		return err == nil && len(registry.Data) == o.sources, err
 	})
-	// The summary is read on a context of its own, so that an interrupted
+	// The summary is read on contexts of its own, so that an interrupted
 	// run still says what it merged and whether it left Leases.
-	endCtx, endCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer endCancel()
+	end := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	}
 	if o.metrics != "0" {
-		if err := printMetrics(endCtx, o.metrics); err != nil {
+		scrapeCtx, cancelScrape := end()
+		if err := printMetrics(scrapeCtx, o.metrics); err != nil {
 			fmt.Fprintln(os.Stderr, "reconciler: scrape metrics:", err)
 		}
+		cancelScrape()
 	}
 	cancel()
 	wg.Wait()
 	took := time.Since(began)
 
+	listCtx, cancelList := end()
+	defer cancelList()
 	var leases coordinationv1.LeaseList
-	if err := c.List(endCtx, &leases, client.InNamespace(o.namespace), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
+	if err := c.List(listCtx, &leases, client.InNamespace(o.namespace), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
