@@ -21,10 +21,11 @@ export USE_EXISTING_CLUSTER := false
 # compiler; the tests then run without it (the test target says so).
 RACE := $(if $(filter 1,$(shell $(GO) env CGO_ENABLED)),-race,)
 
-# Prints a line for every 100 packages `go build -v` compiles, so a first
-# build that takes minutes shows it is moving without flooding the log.
-# Any other line (an error: it has a space or a colon) is printed as it is.
-PROGRESS := awk '/^go: (downloading|finding|extracting) / { next } / |:/ { print; fflush(); next } { n++ } n % 100 == 0 { printf "   ... %d packages compiled\n", n; fflush() } END { printf "   ... %d packages compiled\n", n }'
+# Prints a line for every 100 modules downloaded and every 100 packages
+# `go build -v` compiles, so a first build that takes minutes shows it is
+# moving without flooding the log. Any other line (an error: it has a space
+# or a colon) is printed as it is.
+PROGRESS := awk '/^go: (finding|extracting) / { next } /^go: downloading / { if (++d % 100 == 0) { printf "   ... %d modules downloaded\n", d; fflush() } next } / |:/ { print; fflush(); next } { n++ } n % 100 == 0 { printf "   ... %d packages compiled\n", n; fflush() } END { printf "   ... %d packages compiled\n", n }'
 
 .PHONY: all
 all: test
