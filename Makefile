@@ -47,15 +47,19 @@ $(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/main.go
 	@mv $@.tmp $@
 	@echo ">> etcd ready"
 
-$(BIN)/staticcheck: hack/tools/lint/go.mod
+# Named by the Go version that builds it: staticcheck must understand the Go
+# it checks, so a new Go builds a new one, and the old can be deleted.
+STATICCHECK := $(BIN)/staticcheck-$(shell $(GO) env GOVERSION)
+
+$(STATICCHECK): hack/tools/lint/go.mod
 	@mkdir -p $(BIN)
 	@echo ">> building staticcheck"
 	@cd hack/tools/lint && $(GO) build -o $@ honnef.co/go/tools/cmd/staticcheck
 
 .PHONY: lint
-lint: $(BIN)/staticcheck ## go vet and staticcheck over every package.
+lint: $(STATICCHECK) ## go vet and staticcheck over every package.
 	$(GO) vet ./...
-	$(BIN)/staticcheck ./...
+	$(STATICCHECK) ./...
 
 .PHONY: test
 test: lint envtest-bins ## Every test, the integration tests against the local API server included.
