@@ -142,11 +142,16 @@ func runParent(ctx context.Context, o options) error {
 		mode = "without the lock (--no-lock)"
 	}
 	fmt.Printf(">> %d replicas x %d increments of ConfigMap %s/%s, %s\n", o.replicas, o.increments, o.namespace, configMapName, mode)
-	reports, err := runReplicas(ctx, o, cluster.KubeconfigPath)
-	if err != nil {
-		return err
+	reports, runErr := runReplicas(ctx, o, cluster.KubeconfigPath)
+	interrupted := ctx.Err() != nil
+	if runErr != nil && !interrupted {
+		return runErr
 	}
 
+	// The summary is read on a context of its own, so that an interrupted
+	// run still says where the counter stopped and whether Leases were left.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	var cm corev1.ConfigMap
 	if err := c.Get(ctx, client.ObjectKey{Namespace: o.namespace, Name: configMapName}, &cm); err != nil {
 		return err
@@ -155,6 +160,13 @@ func runParent(ctx context.Context, o options) error {
 	var leases coordinationv1.LeaseList
 	if err := c.List(ctx, &leases, client.InNamespace(o.namespace), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
 		return err
+	}
+	if interrupted {
+		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(w, "  mode\t%s, interrupted\n", mode)
+		fmt.Fprintf(w, "  observed\t%d\n", observed)
+		fmt.Fprintf(w, "  leases left\t%d\n", len(leases.Items))
+		return errors.Join(w.Flush(), runErr)
 	}
 	var waits []time.Duration
 	for _, r := range reports {
