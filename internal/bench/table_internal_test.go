@@ -25,10 +25,10 @@ func TestPerRun(t *testing.T) {
 		// 100/s alone: a 10ms cycle, so 8 contenders are bound to 160ms.
 		serialRow: {{"increments/s": 100, runKey: 0}, {"increments/s": 50, runKey: 2}, {"increments/s": 100, runKey: 3}},
 		"leaselock": {
-			{"contenders": 8, "wait-p99-ms": 80, "increments/s": 80, runKey: 0},  // 0.5 of its bound; 0.8 of the serial rate
-			{"contenders": 8, "wait-p99-ms": 9999, "increments/s": 1, runKey: 1}, // no pair
-			{"contenders": 8, "wait-p99-ms": 160, "increments/s": 40, runKey: 2}, // 160 / 320: 0.5; 0.8
-			{"contenders": 8, "wait-p99-ms": 320, "increments/s": 20, runKey: 3}, // 2; 0.2
+			{"contenders": 8, "wait-p99-ms": 80, "settled-wait-p99-ms": 40, "increments/s": 80, runKey: 0},  // 0.5 and 0.25 of its bound; 0.8 of the serial rate
+			{"contenders": 8, "wait-p99-ms": 9999, "increments/s": 1, runKey: 1},                            // no pair
+			{"contenders": 8, "wait-p99-ms": 160, "settled-wait-p99-ms": 80, "increments/s": 40, runKey: 2}, // 160 / 320: 0.5; 0.25; 0.8
+			{"contenders": 8, "wait-p99-ms": 320, "increments/s": 20, runKey: 3},                            // 2; 0.2
 		},
 		"no waits":             {{"contenders": 8, "increments/s": 80, runKey: 0}},
 		"32 workers, 32 locks": {{"wait-p99-ms": 50, runKey: 0}},
@@ -47,10 +47,12 @@ func TestPerRun(t *testing.T) {
 		want   float64
 		wantOK bool
 	}{
-		{name: "wait over bound", f: waitOverBound, row: "leaselock", want: 0.5, wantOK: true},
-		{name: "wait over bound of the serial row", f: waitOverBound, row: serialRow},
-		{name: "wait over bound of distinct locks", f: waitOverBound, row: "32 workers, 32 locks"},
-		{name: "wait over bound without a wait p99", f: waitOverBound, row: "no waits"},
+		{name: "wait over bound", f: overBound("wait-p99-ms"), row: "leaselock", want: 0.5, wantOK: true},
+		// Runs 0 and 2 have a settled wait, 0.25 of the bound each; run 3 none.
+		{name: "settled wait over bound", f: overBound("settled-wait-p99-ms"), row: "leaselock", want: 0.25, wantOK: true},
+		{name: "wait over bound of the serial row", f: overBound("wait-p99-ms"), row: serialRow},
+		{name: "wait over bound of distinct locks", f: overBound("wait-p99-ms"), row: "32 workers, 32 locks"},
+		{name: "wait over bound without a wait p99", f: overBound("wait-p99-ms"), row: "no waits"},
 		// leaselock's increments/s over the serial row's: the median of 0.8,
 		// 0.8 and 0.2, where the ratio of the medians would be 0.4.
 		{name: "serial row versus leaselock", f: versus, row: serialRow, want: 0.8, wantOK: true},
@@ -63,6 +65,56 @@ func TestPerRun(t *testing.T) {
 				t.Errorf("%s(%q) = %v, %v; want %v, %v", tt.name, tt.row, got, ok, tt.want, tt.wantOK)
 			}
 		})
+	}
+}
+
+// overBound is waitOverBound of the wait figure wait.
+func overBound(wait string) func(sc, row string) (float64, bool) {
+	return func(sc, row string) (float64, bool) { return waitOverBound(sc, row, wait) }
+}
+
+// TestQueueOf: the first meeting ends when the last worker releases its
+// first section; a wait asked before that is not settled, even a worker's
+// second. Turns count the holders that acquired while a section waited.
+func TestQueueOf(t *testing.T) {
+	began := time.Now()
+	at := func(ms int) time.Time { return began.Add(time.Duration(ms) * time.Millisecond) }
+	// Workers 0, 1 and 2 ask at 0 and are served in that order. Worker 0
+	// asks again at 10, before worker 2's first turn ends at 30, and goes
+	// after it; worker 1 asks again at 31, after, and goes last.
+	byLock := map[string][]section{"shared": {
+		{asked: at(31), acquired: at(45), released: at(50), worker: 1},
+		{asked: at(0), acquired: at(0), released: at(10), worker: 0, first: true},
+		{asked: at(10), acquired: at(32), released: at(40), worker: 0},
+		{asked: at(0), acquired: at(11), released: at(20), worker: 1, first: true},
+		{asked: at(0), acquired: at(21), released: at(30), worker: 2, first: true},
+	}}
+	q, n := queueOf(byLock)
+	ms := func(ds ...int) []time.Duration {
+		var out []time.Duration
+		for _, d := range ds {
+			out = append(out, time.Duration(d)*time.Millisecond)
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		got, want []time.Duration
+	}{
+		{name: "waits", got: q.waits, want: ms(0, 11, 21, 22, 14)},
+		{name: "later", got: q.later, want: ms(22, 14)},
+		{name: "settled", got: q.settled, want: ms(14)},
+		{name: "handoffs", got: q.handoffs, want: ms(1, 1, 2, 5)},
+		// Turns are counts, kept as Durations for percentile.
+		{name: "turns", got: q.turns, want: []time.Duration{0, 1, 2, 2, 1}},
+	}
+	for _, tt := range tests {
+		if !slices.Equal(tt.got, tt.want) {
+			t.Errorf("%s: got %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	if n != 5 {
+		t.Errorf("got %d sections, want 5", n)
 	}
 }
 

@@ -64,21 +64,26 @@ var serialRows = map[string]string{
 
 const serialRow = "serial floor (1 worker)"
 
-// boundColumn is wait p99 over its bound, run by run; at or below 1 the
-// bound holds.
-const boundColumn = "wait-p99/bound"
+// boundColumns are the wait p99s over their bound, run by run, each named
+// for the wait it divides; at or below 1 the bound holds. The issue's
+// target is the first: every wait. The second leaves out the first meeting
+// (see settled-wait-p99-ms), to show how much of a miss is the start.
+var boundColumns = []struct{ column, wait string }{
+	{"wait-p99/bound", "wait-p99-ms"},
+	{"settled-wait-p99/bound", "settled-wait-p99-ms"},
+}
 
-// waitOverBound returns the median over runs of row's wait p99 divided by
-// its bound in the same run, if row has contenders and the scenario a
-// serial row.
-func waitOverBound(sc, row string) (float64, bool) {
+// waitOverBound returns the median over runs of row's wait p99 figure wait
+// divided by its bound in the same run, if row has contenders and the
+// scenario a serial row.
+func waitOverBound(sc, row, wait string) (float64, bool) {
 	serial, ok := serialRows[sc]
 	if !ok || row == serial {
 		return 0, false
 	}
 	return perRun(sc, row, serial, func(m, serial map[string]float64) (float64, bool) {
 		n, perSecond := m["contenders"], serial["increments/s"]
-		wait, ok := m["wait-p99-ms"]
+		wait, ok := m[wait]
 		if n < 2 || perSecond == 0 || !ok {
 			return 0, false
 		}
@@ -137,7 +142,7 @@ const (
 	free8   = "8 workers, one lock, free-running"
 )
 
-var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "turns-waited-p99", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
+var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "settled-wait-p99-ms", "turns-waited-p99", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
 
 // tableAfter runs the benchmarks, then prints the table of medians.
 type tableAfter struct{ m goleak.TestingM }
@@ -180,10 +185,14 @@ func table() string {
 				}
 			}
 		}
-		for _, row := range rows[sc] {
-			if _, ok := waitOverBound(sc, row); ok {
-				cols = append(cols, boundColumn)
-				break
+		bounds := map[string]string{} // column: wait
+		for _, bc := range boundColumns {
+			for _, row := range rows[sc] {
+				if _, ok := waitOverBound(sc, row, bc.wait); ok {
+					cols = append(cols, bc.column)
+					bounds[bc.column] = bc.wait
+					break
+				}
 			}
 		}
 		runs := len(results[sc][rows[sc][0]])
@@ -200,8 +209,8 @@ func table() string {
 			fmt.Fprintf(&sb, "|%s|", row)
 			for _, c := range cols {
 				v, ok := median(results[sc][row], c)
-				if c == boundColumn {
-					v, ok = waitOverBound(sc, row)
+				if wait, isBound := bounds[c]; isBound {
+					v, ok = waitOverBound(sc, row, wait)
 				}
 				if ok {
 					fmt.Fprintf(&sb, "%s|", format(v))
