@@ -47,8 +47,11 @@ const (
 	detachedTimeout = 5 * time.Second
 
 	// maxTracked bounds each of the maps a locker keeps. Dropping an entry
-	// only costs a request (a release reads the Lease first) or delays a
-	// takeover (the observation starts again); it never breaks exclusion.
+	// costs a request (a release reads the Lease first) or delays a
+	// takeover (the observation starts again). One exception: a holder
+	// whose entry was dropped, because the locker held more than maxTracked
+	// locks at once, renews as if it acquired anew, so a renewal that fails
+	// or is cancelled releases the lock instead of keeping it.
 	maxTracked = 1024
 
 	// maxRaces is how many races in a row AcquireLock resolves past its
@@ -287,8 +290,12 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 	// A watch this locker keeps open for name already knows the Lease.
 	if a.lw = rl.existingWatch(name); a.lw != nil {
 		a.adopt(a.lw.state())
-	} else if rl.contended(name) {
-		a.known = false // watch it first
+	} else if rl.contended(name) || a.holding {
+		// Watch it first. A holder reads it first: its Create can only
+		// fail, and one whose outcome it could not see would leave the
+		// call unsure whether it made a new Lease, which a failed call
+		// releases (the Lease it held, were that still there).
+		a.known = false
 	}
 	defer func() {
 		if a.lw != nil {
@@ -308,10 +315,11 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			if a.awaitWatch(ctx) {
 				continue
 			}
-			if a.lw == nil && rl.clock.Now().Before(a.deadline) {
+			if a.lw == nil && !a.holding && rl.clock.Now().Before(a.deadline) {
 				// A call that can wait will watch the Lease: watch it in a
 				// way that sends it first, instead of reading it. A
-				// try-lock reads.
+				// try-lock reads, and so does a holder, which will likely
+				// renew it without waiting.
 				if a.lw = rl.syncWatch(ctx, name); a.lw != nil {
 					a.adopt(a.lw.state())
 					continue

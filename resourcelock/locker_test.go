@@ -663,6 +663,15 @@ func TestAcquireFailedRefreshKeepsTheLock(t *testing.T) {
 			clk := testingclock.NewFakeClock(epoch)
 			base := newFake()
 			c := counted(base, new(callLog), interceptor.Funcs{
+				// A Create in a refresh can only fail; one whose outcome
+				// the call cannot see must not make it release the Lease
+				// it holds.
+				Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					if refreshing.Load() {
+						return apierrors.NewServiceUnavailable("etcd leader changed")
+					}
+					return c.Create(ctx, obj, opts...)
+				},
 				Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
 					if !refreshing.Load() {
 						return c.Update(ctx, obj, opts...)
@@ -679,6 +688,7 @@ func TestAcquireFailedRefreshKeepsTheLock(t *testing.T) {
 			if err := goAcquire(t, rl, clk, ctx, holderMe).finish(100 * time.Millisecond); err == nil {
 				t.Fatal("refresh: got nil, want an error")
 			}
+			refreshing.Store(false)
 			if got := holderOf(storedLease(t, base)); got != holderMe {
 				t.Fatalf("after the failed refresh: got a Lease held by %q, want one held by %q", got, holderMe)
 			}
