@@ -28,6 +28,7 @@ var (
 	errNilReader = errors.New("withlock: ReadFrom reader is nil")
 	errNilObject = errors.New("withlock: object is nil")
 	errNilMutate = errors.New("withlock: mutate is nil")
+	errNilScheme = errors.New("withlock: client has no scheme: Update finds an object's kind from it")
 )
 
 // conflictBackoff paces Update's retries on Conflict. Under the lock a
@@ -109,6 +110,8 @@ func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, ob
 		return errNilObject
 	case mutate == nil:
 		return errNilMutate
+	case c.Scheme() == nil:
+		return errNilScheme
 	case obj.GetName() == "":
 		return fmt.Errorf("withlock: update %T: object has no name", obj)
 	}
@@ -223,12 +226,23 @@ func newLike[T client.Object](obj T) T {
 
 func isEmpty(s string) bool { return s == "" }
 
+// ctxErr is ctx.Err(), and the cause of ctx with it when that is another
+// error (ErrLockLost, or a sibling's error under errgroup.WithContext):
+// errors.Is sees context.Canceled as well as the cause.
+func ctxErr(ctx context.Context) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != err {
+		return errors.Join(err, cause)
+	}
+	return err
+}
+
 func sleep(ctx context.Context, l *Locker, d time.Duration) error {
 	t := l.rl.Clock().NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return ctxErr(ctx)
 	case <-t.C():
 		return nil
 	}

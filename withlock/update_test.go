@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -120,6 +121,40 @@ wait:
 	}
 	if got := cm.Data["count"]; got != "11" {
 		t.Errorf("got caller's count %q, want %q", got, "11")
+	}
+	f.assertNoLease(t)
+}
+
+// TestUpdateCancelledInBackoff cancels Update's ctx with a cause, as
+// errgroup.WithContext does when a sibling fails, while it waits to retry a
+// Conflict: errors.Is must see context.Canceled, the cause and the
+// Conflict, and the lock must be released.
+func TestUpdateCancelledInBackoff(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if _, ok := obj.(*corev1.ConfigMap); ok {
+				return apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, obj.GetName(), errors.New("the object has been modified"))
+			}
+			return c.Update(ctx, obj, opts...)
+		},
+	}, counter("0"))
+	sibling := errors.New("sibling failed")
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
+	call := inBackground(func() error {
+		return withlock.Update(ctx, withlock.New(f.locker()), f.c, named(), increment)
+	})
+	// The lock's expiry timer, and the backoff after the Conflict.
+	waitForWaiters(t, f.clock, 2, call.done)
+	cancel(sibling)
+	err := call.wait()
+	for _, want := range []error{context.Canceled, sibling} {
+		if !errors.Is(err, want) {
+			t.Errorf("got %v, want errors.Is %v", err, want)
+		}
+	}
+	if !apierrors.IsConflict(err) {
+		t.Errorf("got %v, want the Conflict too", err)
 	}
 	f.assertNoLease(t)
 }
@@ -586,6 +621,11 @@ func TestUpdateLocksTheObject(t *testing.T) {
 // mistake.
 type nilClient struct{ client.Client }
 
+// noScheme is a client wrapper that does not pass on its client's scheme.
+type noScheme struct{ client.Client }
+
+func (noScheme) Scheme() *runtime.Scheme { return nil }
+
 func TestUpdateRejectsBadInput(t *testing.T) {
 	type call func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error
 	tests := []struct {
@@ -665,6 +705,13 @@ func TestUpdateRejectsBadInput(t *testing.T) {
 				return withlock.Update(ctx, l, c, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: testNamespace}}, mutate)
 			},
 			wantMsg: "no name",
+		},
+		{
+			name: "client without a scheme",
+			call: func(ctx context.Context, l *withlock.Locker, c client.Client, mutate func(*corev1.ConfigMap) error) error {
+				return withlock.Update(ctx, l, noScheme{c}, named(), mutate)
+			},
+			wantMsg: "client has no scheme",
 		},
 	}
 	for _, tt := range tests {
