@@ -180,6 +180,9 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 	// expired is set when the timer fired: this lock's, not the cause of
 	// fnCtx, which may be an outer lock's ErrLockLost that ctx carries.
 	var expired bool
+	// returned is set when fn returned, rather than panicked or exited the
+	// goroutine.
+	var returned bool
 	watching.Go(func() {
 		select {
 		case <-timer.C():
@@ -207,9 +210,18 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 		}
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
 		defer rcancel()
-		err = errors.Join(err, lost, l.rl.ReleaseLock(rctx, name, holder))
+		released := l.rl.ReleaseLock(rctx, name, holder)
+		if released != nil && !returned {
+			// fn panicked or called runtime.Goexit: no caller will see
+			// the error, and the Lease stays until it expires.
+			logf.FromContext(ctx).Error(released, "release after fn did not return", "lock", name,
+				"namespace", l.rl.Namespace(), "holder", holder)
+		}
+		err = errors.Join(err, lost, released)
 	}()
-	return fn(fnCtx)
+	err = fn(fnCtx)
+	returned = true
+	return err
 }
 
 // expiryKey is the key, in the ctx that WithLock gives fn, of the time on

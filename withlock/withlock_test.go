@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/google/uuid"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leaselock/leaselock/resourcelock"
 	"github.com/leaselock/leaselock/withlock"
@@ -618,6 +620,63 @@ func TestWithLockJoinsFnAndReleaseErrors(t *testing.T) {
 			}
 			if got := apierrors.IsForbidden(err); got != tt.wantForbidden {
 				t.Errorf("got apierrors.IsForbidden %t, want %t (error %v)", got, tt.wantForbidden, err)
+			}
+		})
+	}
+}
+
+// TestWithLockLogsReleaseFailureAfterPanic has fn panic and the release
+// fail: no caller sees that error, so WithLock logs it, and the panic goes
+// on with its value. A release that fails after fn returned is the
+// caller's error, not a log line.
+func TestWithLockLogsReleaseFailureAfterPanic(t *testing.T) {
+	forbidden := apierrors.NewForbidden(leasesResource, "job", errors.New("no delete for you"))
+	boom := &panicValue{"boom"}
+	for _, panics := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fn panics: %t", panics), func(t *testing.T) {
+			var mu sync.Mutex
+			var lines []string
+			ctx := logf.IntoContext(t.Context(), funcr.New(func(_, args string) {
+				mu.Lock()
+				defer mu.Unlock()
+				lines = append(lines, args)
+			}, funcr.Options{}))
+			f := newFixture(t, interceptor.Funcs{
+				Delete: func(context.Context, client.WithWatch, client.Object, ...client.DeleteOption) error {
+					return forbidden
+				},
+			})
+			var recovered any
+			err := func() (err error) {
+				defer func() { recovered = recover() }()
+				return withlock.New(f.locker()).WithLock(ctx, "job", func(context.Context) error {
+					if panics {
+						panic(boom)
+					}
+					return nil
+				})
+			}()
+			mu.Lock()
+			defer mu.Unlock()
+			if !panics {
+				if !apierrors.IsForbidden(err) {
+					t.Errorf("got %v, want the release's Forbidden", err)
+				}
+				if len(lines) != 0 {
+					t.Errorf("got log lines %q, want none", lines)
+				}
+				return
+			}
+			if recovered != boom {
+				t.Errorf("got panic %v, want %v", recovered, boom)
+			}
+			if len(lines) != 1 {
+				t.Fatalf("got log lines %q, want one", lines)
+			}
+			for _, want := range []string{`"release after fn did not return"`, `"lock"="job"`, `"holder"=`, `no delete for you`} {
+				if !strings.Contains(lines[0], want) {
+					t.Errorf("log line %s: want %s in it", lines[0], want)
+				}
 			}
 		})
 	}
