@@ -5,6 +5,7 @@ package lockmetrics
 import (
 	"errors"
 	"net"
+	"reflect"
 	"sync"
 	"time"
 
@@ -59,10 +60,15 @@ func For(reg prometheus.Registerer, byName bool) *Set {
 	if nilness.Is(reg) {
 		return nil
 	}
+	// A registerer whose type cannot be a map key is not remembered: each
+	// For registers again, and takes up the collectors already there.
+	remembered := reflect.TypeOf(reg).Comparable()
 	mu.Lock()
 	defer mu.Unlock()
-	if s, ok := sets[reg]; ok {
-		return s
+	if remembered {
+		if s, ok := sets[reg]; ok {
+			return s
+		}
 	}
 	var lock []string
 	if byName {
@@ -111,7 +117,9 @@ func For(reg prometheus.Registerer, byName bool) *Set {
 	s.stolen = register(reg, s.stolen)
 	s.lost = register(reg, s.lost)
 	s.apiErrors = register(reg, s.apiErrors)
-	sets[reg] = s
+	if remembered {
+		sets[reg] = s
+	}
 	return s
 }
 
