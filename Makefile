@@ -33,10 +33,10 @@ all: test
 .PHONY: envtest-bins
 envtest-bins: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd ## Build kube-apiserver and etcd for envtest, once.
 
-$(K8S_BIN)/kube-apiserver: hack/tools/kube-apiserver/go.mod
+$(K8S_BIN)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/main.go
 	@mkdir -p $(K8S_BIN)
 	@echo ">> building kube-apiserver $(KUBE_VERSION) into $(K8S_BIN) (first build: about 5 minutes)"
-	@cd hack/tools/kube-apiserver && CGO_ENABLED=0 $(GO) build -v -o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver 2>&1 | $(PROGRESS)
+	@cd hack/tools/kube-apiserver && CGO_ENABLED=0 $(GO) build -v -o $@.tmp . 2>&1 | $(PROGRESS)
 	@mv $@.tmp $@
 	@echo ">> kube-apiserver ready"
 

@@ -1,0 +1,38 @@
+// Command kube-apiserver is Kubernetes' own kube-apiserver main
+// (k8s.io/kubernetes/cmd/kube-apiserver), built for envtest, that also exits
+// when the process that started it is gone: envtest starts it in a process
+// group of its own, so a test binary that is killed, panics or times out
+// would otherwise leave it running.
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+	_ "time/tzdata" // for timeZone support in CronJob
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // for JSON log format registration
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // load all the prometheus client-go plugins
+	_ "k8s.io/component-base/metrics/prometheus/version"  // for version metric registration
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	go exitWithParent()
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
+
+// exitWithParent ends the process once its parent has exited, which shows
+// as a new parent (init, or a subreaper). It polls: PR_SET_PDEATHSIG fires
+// when the parent's thread exits, not the parent, and a Go parent's threads
+// come and go.
+func exitWithParent() {
+	parent := os.Getppid()
+	for range time.Tick(time.Second) {
+		if os.Getppid() != parent {
+			fmt.Fprintf(os.Stderr, "kube-apiserver: parent process %d exited, exiting\n", parent)
+			os.Exit(2)
+		}
+	}
+}
