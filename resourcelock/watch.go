@@ -451,23 +451,26 @@ func (lw *leaseWatch) unlist() {
 
 // end marks the watch dead and forgets it, so the next waiter opens another,
 // which starts from what this one learned of the herd.
+//
+// It forgets the watch and marks it dead in one critical section under
+// both locks, as register looks: otherwise register could find it still
+// healthy after end found it not yet registered, and keep a dead watch
+// that nothing would forget.
 func (lw *leaseWatch) end() {
-	lw.mu.Lock()
-	h := lw.herd
-	lw.mu.Unlock()
-	h.ended = time.Now()
 	rl := lw.rl
 	rl.mu.Lock()
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
 	if rl.watches[lw.name] == lw {
 		delete(rl.watches, lw.name)
 	}
+	h := lw.herd
+	h.ended = time.Now()
 	if _, ok := rl.herds[lw.name]; !ok && len(rl.herds) >= maxTracked {
 		dropOne(rl.herds)
 	}
 	rl.herds[lw.name] = h
 	rl.mu.Unlock()
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
 	if lw.healthy {
 		lw.healthy = false
 		lw.wake()
