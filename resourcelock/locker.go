@@ -619,7 +619,15 @@ func (a *acquirer) wait(ctx context.Context, now, until time.Time) error {
 	if a.lw == nil {
 		a.lw = rl.openWatch(ctx, a.lease)
 		if a.lw != nil {
-			a.seq = a.lw.state().seq
+			s := a.lw.state()
+			a.seq = s.seq
+			if s.healthy && s.synced && (s.lease == nil || versionOf(s.lease) != versionOf(a.lease)) {
+				// Another call's watch, opened meanwhile, knows another
+				// version than this call read: waiting for its next change
+				// could miss a deletion it has already shown.
+				a.follow(s)
+				return nil
+			}
 		}
 	}
 	var s watchState

@@ -546,3 +546,64 @@ func TestDeadWatchIsNotRegistered(t *testing.T) {
 		got.drop()
 	}
 }
+
+// TestWaitFollowsAnotherCallsWatch has a call read the Lease held, and
+// another call of the same locker register a watch meanwhile that has
+// already shown the Lease deleted. The first call, taking up that watch to
+// wait, must act on the deletion it shows, not wait for a change after it:
+// nothing would come, and it would wait out its retry timeout while the
+// lock is free.
+func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
+	held := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default"},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity:       ptr.To("other"),
+			LeaseDurationSeconds: ptr.To[int32](15),
+			RenewTime:            ptr.To(metav1.NewMicroTime(time.Now())),
+		},
+	}
+	events := make(chan watch.Event) // the other call's watch: open, silent
+	var rl *ResourceLocker
+	var other *leaseWatch
+	c := interceptor.NewClient(fake.NewClientBuilder().WithObjects(held.DeepCopy()).Build(), interceptor.Funcs{
+		Watch: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+			return watch.NewProxyWatcher(events), nil
+		},
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if err := c.Get(ctx, key, obj, opts...); err != nil || other != nil {
+				return err
+			}
+			// The holder releases right after this read, and another call
+			// of the locker, whose watch saw it, registers that watch.
+			if err := c.Delete(ctx, obj.DeepCopyObject().(client.Object)); err != nil {
+				return err
+			}
+			var err error
+			if other, err = rl.startWatch(ctx, rl.watchable(), "l", obj.(*coordinationv1.Lease).DeepCopy(), &metav1.ListOptions{}); err != nil {
+				return err
+			}
+			other.set(nil)
+			if rl.register(other) != other {
+				return errors.New("the other call's watch was not registered")
+			}
+			return nil
+		},
+	})
+	rl = NewResourceLocker(c, "default", WithRetryTimeout(2*time.Second), WithMetrics(nil))
+	rl.noWatchList.Store(true) // read, as against a server without watch-lists
+	defer func() {
+		if other != nil {
+			other.end()
+		}
+		close(events) // a ProxyWatcher's results end only when its channel does
+	}()
+	if err := rl.AcquireLock(context.Background(), "l", "me"); err != nil {
+		t.Fatalf("AcquireLock with the lock free: %v", err)
+	}
+	if other == nil {
+		t.Fatal("the other call's watch was never registered: the test did not run its case")
+	}
+	if err := rl.ReleaseLock(context.Background(), "l", "me"); err != nil {
+		t.Fatalf("ReleaseLock: %v", err)
+	}
+}
