@@ -329,7 +329,7 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			a.known, a.handoff = err == nil, false
 
 		case a.lease == nil:
-			if a.handoff {
+			if a.handoff && rl.clock.Now().Before(a.deadline) {
 				// The Lease was deleted under our eyes, and other waiters
 				// saw it too: give the longest waiter a head start.
 				if err := a.herdDelay(ctx); err != nil {
@@ -555,7 +555,13 @@ func (a *acquirer) awaitWatch(ctx context.Context) bool {
 	if s.seq != a.seq {
 		return a.adopt(s)
 	}
-	t := time.NewTimer(a.rl.retryInterval)
+	// Past the deadline (a try-lock's is its start) the call does not wait:
+	// it reads.
+	left := a.deadline.Sub(a.rl.clock.Now())
+	if left <= 0 {
+		return false
+	}
+	t := time.NewTimer(min(a.rl.retryInterval, left))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -568,7 +574,8 @@ func (a *acquirer) awaitWatch(ctx context.Context) bool {
 }
 
 // herdDelay waits a random head start, shorter the more handoffs this call
-// lost, unless the watch shows another waiter's Lease first.
+// lost, unless the watch shows another waiter's Lease first. A call past its
+// deadline, such as a try-lock, does not wait one: it creates at once.
 //
 // A locker that deleted the Lease itself knows before the watch shows it, a
 // round trip before every other waiter. Its head start begins when its own

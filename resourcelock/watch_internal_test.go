@@ -607,3 +607,50 @@ func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
 		t.Fatalf("ReleaseLock: %v", err)
 	}
 }
+
+// TestTryLockDoesNotWaitOnAWatch has a try-lock (retry timeout 0) find a
+// watch of the same locker that shows the Lease deleted, while another
+// locker's Lease is already there. It must make its one attempt and return
+// ErrLockHeld, without the head start that orders waiters (here a long
+// one) and without waiting on the watch for the winner's Lease (here up to
+// the retry interval, a minute).
+func TestTryLockDoesNotWaitOnAWatch(t *testing.T) {
+	held := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default"},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity:       ptr.To("other"),
+			LeaseDurationSeconds: ptr.To[int32](15),
+			RenewTime:            ptr.To(metav1.NewMicroTime(time.Now())),
+		},
+	}
+	events := make(chan watch.Event)
+	c := interceptor.NewClient(fake.NewClientBuilder().WithObjects(held.DeepCopy()).Build(), interceptor.Funcs{
+		Watch: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+			return watch.NewProxyWatcher(events), nil
+		},
+	})
+	rl := NewResourceLocker(c, "default", WithRetryTimeout(0), WithRetryInterval(time.Minute), WithMetrics(nil))
+	lw, err := rl.startWatch(context.Background(), rl.watchable(), "l", held.DeepCopy(), &metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close(events)
+	defer lw.end()
+	lw.mu.Lock()
+	lw.rounds = 10000 // a head start of 10000 gaps, 20s or more
+	lw.mu.Unlock()
+	lw.set(nil)
+	if rl.register(lw) != lw {
+		t.Fatal("the watch was not registered")
+	}
+	done := make(chan error, 1)
+	go func() { done <- rl.AcquireLock(context.Background(), "l", "me") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrLockHeld) {
+			t.Errorf("try-lock: got %v, want ErrLockHeld", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("try-lock: still waiting after 10s, want it to return at once")
+	}
+}
