@@ -97,6 +97,11 @@ func main() {
 	logf.SetLogger(zap.New())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, a second one ends the program at once, as it
+	// would by default: the first one's cleanup and summary can take
+	// seconds. The local API server, if the program started one, exits
+	// with it.
+	context.AfterFunc(ctx, stop)
 	run := runParent
 	if o.worker >= 0 {
 		run = runWorker

@@ -94,6 +94,11 @@ func main() {
 	ctrl.SetLogger(zap.New())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, a second one ends the program at once, as it
+	// would by default: the first one's cleanup and summary can take
+	// seconds. The local API server, if the program started one, exits
+	// with it.
+	context.AfterFunc(ctx, stop)
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "reconciler:", err)
 		stop()
@@ -177,7 +182,10 @@ func run(ctx context.Context, o options) error {
 	}
 
 	fmt.Printf(">> %d managers merging %d sources into ConfigMap %s/%s\n", o.managers, o.sources, o.namespace, registryName)
-	runCtx, cancel := context.WithCancel(ctx)
+	// The managers stop when the run does (cancel below), not at a signal:
+	// an interrupted run still scrapes the first one's metrics for its
+	// summary.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	reconcilers := make([]*RegistryReconciler, o.managers)
 	errs := make([]error, o.managers)

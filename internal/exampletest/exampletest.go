@@ -3,12 +3,15 @@
 package exampletest
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/leaselock/leaselock/internal/localapi"
 	"github.com/leaselock/leaselock/internal/testenv"
@@ -41,9 +44,22 @@ func Build(t *testing.T) string {
 // the program fails. The program starts the local API server: a KUBECONFIG
 // in the test's environment is not passed on, so that a test never writes
 // to the cluster of the developer's shell.
+//
+// A program still running a minute before the test binary's deadline is
+// stopped as Ctrl-C would stop it (SIGTERM: it cleans up and prints its
+// summary), and killed 30s later, so that the test fails with its output
+// instead of the whole binary timing out.
 func Run(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), bin, args...)
+	ctx := t.Context()
+	if deadline, ok := t.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-time.Minute))
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 	cmd.Env = append(os.Environ(), "KUBECONFIG=")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
