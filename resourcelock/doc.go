@@ -10,10 +10,15 @@
 //
 //	rl := resourcelock.NewResourceLocker(client, "my-namespace")
 //	if err := rl.AcquireLock(ctx, "my-lock", "holder-abc"); err != nil { ... }
-//	// Release even once ctx is cancelled (a manager's is, at shutdown):
-//	// with a cancelled ctx ReleaseLock returns at once, and the Lease
-//	// stays until it expires.
-//	defer rl.ReleaseLock(context.WithoutCancel(ctx), "my-lock", "holder-abc")
+//	defer func() {
+//		// Release even once ctx is cancelled (a manager's is, at
+//		// shutdown: with a cancelled ctx ReleaseLock returns at once, and
+//		// the Lease stays until it expires), but not for ever: a request
+//		// on a ctx without a deadline waits as long as the server does.
+//		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+//		defer cancel()
+//		if err := rl.ReleaseLock(ctx, "my-lock", "holder-abc"); err != nil { ... }
+//	}()
 //
 // # What a lock promises
 //

@@ -78,7 +78,8 @@ func Status() UpdateOption {
 // whatever mutate did to them; a read without a resourceVersion (a reader
 // that drops it) is an error, since the write would overwrite whatever is
 // stored. Errors from the server come back wrapped, so apierrors.IsNotFound
-// and friends hold.
+// and friends hold. Update does not create the object: one that does not
+// exist is a NotFound error.
 //
 // obj is set only once the write succeeded (or mutate changed nothing). An
 // error with obj set means the change is stored and the lock reported
