@@ -82,7 +82,12 @@ func Start() (*Server, error) {
 	}
 	// Never the cluster of the caller's kubeconfig, whatever
 	// USE_EXISTING_CLUSTER says: the tests and the demo write and delete.
-	env := &envtest.Environment{BinaryAssetsDirectory: dir, UseExistingCluster: ptr.To(false)}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: dir, UseExistingCluster: ptr.To(false),
+		// envtest's 20s is tight where two test packages and the examples
+		// each start one on two cores while race builds compile.
+		ControlPlaneStartTimeout: time.Minute,
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		// envtest may have started etcd and kube-apiserver before it failed
