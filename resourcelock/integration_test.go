@@ -214,18 +214,28 @@ func TestServerRacingTakeoversHaveOneWinner(t *testing.T) {
 	}
 }
 
+// TestServerSameHolderReacquires: AcquireLock by the holder renews its
+// Lease, with a read and an Update and no Create (a Create could only fail,
+// and one whose answer was lost would leave the call unsure).
 func TestServerSameHolderReacquires(t *testing.T) {
 	c := testenv.Client(t)
 	ns := testenv.Namespace(t, c)
 	ctx := context.Background()
-	rl := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(0))
+	var reqs testenv.Requests
+	rl := resourcelock.NewResourceLocker(testenv.CountedClient(t, &reqs), ns, resourcelock.WithRetryTimeout(0))
 	if err := rl.AcquireLock(ctx, "again", "holder-a"); err != nil {
 		t.Fatalf("AcquireLock: %v", err)
 	}
 	first := getLease(t, c, ns, "again")
 	time.Sleep(5 * time.Millisecond) // renewTime has microsecond precision
+	reqs.Reset()
 	if err := rl.AcquireLock(ctx, "again", "holder-a"); err != nil {
 		t.Fatalf("AcquireLock again by the same holder: %v", err)
+	}
+	for verb, want := range map[string]int{"create": 0, "get": 1, "update": 1, "watch": 0} {
+		if got := reqs.Count(verb, "leases"); got != want {
+			t.Errorf("renewal: got %d Lease %ss, want %d", got, verb, want)
+		}
 	}
 	second := getLease(t, c, ns, "again")
 	if !second.Spec.RenewTime.After(first.Spec.RenewTime.Time) {
