@@ -329,7 +329,12 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, st
 			a.known, a.handoff = err == nil, false
 
 		case a.lease == nil:
-			if a.handoff && rl.clock.Now().Before(a.deadline) {
+			if a.handoff && !rl.clock.Now().Before(a.deadline) {
+				// Past its deadline the call takes no head start, and its
+				// Create is no handoff that tunes the herd's gap.
+				a.handoff = false
+			}
+			if a.handoff {
 				// The Lease was deleted under our eyes, and other waiters
 				// saw it too: give the longest waiter a head start.
 				if err := a.herdDelay(ctx); err != nil {
@@ -630,9 +635,16 @@ func (a *acquirer) wait(ctx context.Context, now, until time.Time) error {
 			a.seq = s.seq
 			if s.healthy && s.synced && (s.lease == nil || versionOf(s.lease) != versionOf(a.lease)) {
 				// Another call's watch, opened meanwhile, knows another
-				// version than this call read: waiting for its next change
-				// could miss a deletion it has already shown.
-				a.follow(s)
+				// version than this call read, older or newer. Waiting for
+				// its next change could miss a deletion it has already
+				// shown; taking its version could go back to an older one.
+				// Read again, and wait on the watch from there.
+				lease, err := rl.get(ctx, a.name)
+				if err != nil {
+					a.known = false
+					return nil
+				}
+				a.lease = lease
 				return nil
 			}
 		}

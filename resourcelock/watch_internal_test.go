@@ -613,7 +613,8 @@ func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
 // locker's Lease is already there. It must make its one attempt and return
 // ErrLockHeld, without the head start that orders waiters (here a long
 // one) and without waiting on the watch for the winner's Lease (here up to
-// the retry interval, a minute).
+// the retry interval, a minute), and its lost Create must not widen the gap
+// between waiters' head starts.
 func TestTryLockDoesNotWaitOnAWatch(t *testing.T) {
 	held := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default"},
@@ -638,6 +639,7 @@ func TestTryLockDoesNotWaitOnAWatch(t *testing.T) {
 	defer lw.end()
 	lw.mu.Lock()
 	lw.rounds = 10000 // a head start of 10000 gaps, 20s or more
+	gap := lw.gap
 	lw.mu.Unlock()
 	lw.set(nil)
 	if rl.register(lw) != lw {
@@ -652,5 +654,12 @@ func TestTryLockDoesNotWaitOnAWatch(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("try-lock: still waiting after 10s, want it to return at once")
+	}
+	// Its lost Create took no head start: it says nothing of how far apart
+	// the waiters' head starts should be.
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.gap != gap {
+		t.Errorf("gap after the try-lock: got %v, want %v, unchanged", lw.gap, gap)
 	}
 }
