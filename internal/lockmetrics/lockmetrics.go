@@ -56,13 +56,17 @@ var (
 // same Set whatever they ask. A ResourceLocker with the label and a
 // withlock.Locker without it, on one registerer, then both label; the
 // locks-lost counter would otherwise fail to register and go unexported.
+// The exception is a registerer that cannot be a map key: For cannot
+// remember it, and a later call that asks for the other labels gets
+// metrics that record but are not exported.
 func For(reg prometheus.Registerer, byName bool) *Set {
 	if nilness.Is(reg) {
 		return nil
 	}
-	// A registerer whose type cannot be a map key is not remembered: each
-	// For registers again, and takes up the collectors already there.
-	remembered := reflect.TypeOf(reg).Comparable()
+	// A registerer that cannot be a map key (its value holds a slice, a map
+	// or a func, even inside an interface) is not remembered: each For
+	// registers again, and takes up the collectors already there.
+	remembered := reflect.ValueOf(reg).Comparable()
 	mu.Lock()
 	defer mu.Unlock()
 	if remembered {
