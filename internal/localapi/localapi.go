@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -63,6 +64,10 @@ func findUp(rel string) string {
 	}
 }
 
+// exitWithParentEnv names, for the server binaries that hack/tools builds,
+// the process whose end should end them.
+const exitWithParentEnv = "LEASELOCK_EXIT_WITH_PARENT"
+
 // Server is a running local control plane.
 type Server struct {
 	env *envtest.Environment
@@ -87,6 +92,12 @@ func Start() (*Server, error) {
 		// envtest's 20s is tight where two test packages and the examples
 		// each start one on two cores while race builds compile.
 		ControlPlaneStartTimeout: time.Minute,
+	}
+	// The kube-apiserver and etcd that make test builds exit when this
+	// process does, however it ends: envtest starts them in process groups
+	// of their own, which a Ctrl-C, a panic or a test timeout never reach.
+	if err := os.Setenv(exitWithParentEnv, strconv.Itoa(os.Getpid())); err != nil {
+		return nil, err
 	}
 	cfg, err := env.Start()
 	if err != nil {
