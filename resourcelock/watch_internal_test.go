@@ -547,14 +547,10 @@ func TestDeadWatchIsNotRegistered(t *testing.T) {
 	}
 }
 
-// TestWaitFollowsAnotherCallsWatch has a call read the Lease held, and
-// another call of the same locker register a watch meanwhile that has
-// already shown the Lease deleted. The first call, taking up that watch to
-// wait, must act on the deletion it shows, not wait for a change after it:
-// nothing would come, and it would wait out its retry timeout while the
-// lock is free.
-func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
-	held := &coordinationv1.Lease{
+// heldByOther returns the Lease "l" in "default", held by "other" from now
+// for 15s.
+func heldByOther() *coordinationv1.Lease {
+	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default"},
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity:       ptr.To("other"),
@@ -562,6 +558,16 @@ func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
 			RenewTime:            ptr.To(metav1.NewMicroTime(time.Now())),
 		},
 	}
+}
+
+// TestWaitFollowsAnotherCallsWatch has a call read the Lease held, and
+// another call of the same locker register a watch meanwhile that has
+// already shown the Lease deleted. The first call, taking up that watch to
+// wait, must act on the deletion it shows, not wait for a change after it:
+// nothing would come, and it would wait out its retry timeout while the
+// lock is free.
+func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
+	held := heldByOther()
 	events := make(chan watch.Event) // the other call's watch: open, silent
 	var rl *ResourceLocker
 	var other *leaseWatch
@@ -616,14 +622,7 @@ func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
 // the retry interval, a minute), and its lost Create must not widen the gap
 // between waiters' head starts.
 func TestTryLockDoesNotWaitOnAWatch(t *testing.T) {
-	held := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: "l", Namespace: "default"},
-		Spec: coordinationv1.LeaseSpec{
-			HolderIdentity:       ptr.To("other"),
-			LeaseDurationSeconds: ptr.To[int32](15),
-			RenewTime:            ptr.To(metav1.NewMicroTime(time.Now())),
-		},
-	}
+	held := heldByOther()
 	events := make(chan watch.Event)
 	c := interceptor.NewClient(fake.NewClientBuilder().WithObjects(held.DeepCopy()).Build(), interceptor.Funcs{
 		Watch: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
