@@ -3,6 +3,7 @@ package withlock_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,14 +26,7 @@ import (
 // locks-lost counter goes to 1 and an Info line names the lock and holder.
 func TestLockLostIsCountedAndLogged(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	var mu sync.Mutex
-	var lines []string
-	log := funcr.New(func(_, args string) {
-		mu.Lock()
-		defer mu.Unlock()
-		lines = append(lines, args)
-	}, funcr.Options{})
-	ctx := logf.IntoContext(context.Background(), log)
+	ctx, logged := captureLog(context.Background())
 
 	clk := testingclock.NewFakeClock(time.Now())
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
@@ -49,8 +43,7 @@ leaselock_locks_lost_total 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "leaselock_locks_lost_total"); err != nil {
 		t.Error(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	lines := logged()
 	if len(lines) != 1 {
 		t.Fatalf("log lines: got %q, want one", lines)
 	}
@@ -230,5 +223,22 @@ leaselock_locks_lost_total{lock="outer"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "leaselock_locks_lost_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+// captureLog returns ctx with a logger that keeps every line, and a
+// function that returns the lines so far.
+func captureLog(ctx context.Context) (context.Context, func() []string) {
+	var mu sync.Mutex
+	var lines []string
+	ctx = logf.IntoContext(ctx, funcr.New(func(_, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, args)
+	}, funcr.Options{}))
+	return ctx, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(lines)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	"github.com/google/uuid"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leaselock/leaselock/resourcelock"
 	"github.com/leaselock/leaselock/withlock"
@@ -634,13 +632,7 @@ func TestWithLockLogsReleaseFailureAfterPanic(t *testing.T) {
 	boom := &panicValue{"boom"}
 	for _, panics := range []bool{true, false} {
 		t.Run(fmt.Sprintf("fn panics: %t", panics), func(t *testing.T) {
-			var mu sync.Mutex
-			var lines []string
-			ctx := logf.IntoContext(t.Context(), funcr.New(func(_, args string) {
-				mu.Lock()
-				defer mu.Unlock()
-				lines = append(lines, args)
-			}, funcr.Options{}))
+			ctx, logged := captureLog(t.Context())
 			f := newFixture(t, interceptor.Funcs{
 				Delete: func(context.Context, client.WithWatch, client.Object, ...client.DeleteOption) error {
 					return forbidden
@@ -656,8 +648,7 @@ func TestWithLockLogsReleaseFailureAfterPanic(t *testing.T) {
 					return nil
 				})
 			}()
-			mu.Lock()
-			defer mu.Unlock()
+			lines := logged()
 			if !panics {
 				if !apierrors.IsForbidden(err) {
 					t.Errorf("got %v, want the release's Forbidden", err)
