@@ -6,12 +6,46 @@ SHELL := /bin/bash
 GO ?= go
 
 BIN := $(CURDIR)/bin
-K8S_BIN := $(BIN)/k8s
-KUBE_VERSION := v1.37.2
 ETCD_VERSION := v3.6.16
 
-# envtest finds kube-apiserver and etcd here.
-export KUBEBUILDER_ASSETS := $(K8S_BIN)
+# The Kubernetes releases the library supports, newest first (README,
+# "Supported Kubernetes versions"). Each kube-apiserver is built from
+# hack/tools/kube-apiserver: the newest with its go.mod, each older one with
+# its go.VERSION.mod. KUBE_VERSION picks the one `make demo`, `make bench`
+# and `make torture` run against, and the one `make test` runs every test
+# against; `make test` then runs the tests that start an API server against
+# each other version too.
+KUBE_TOOLS := hack/tools/kube-apiserver
+KUBE_NEWEST := $(shell awk '$$1 == "k8s.io/kubernetes" { print $$2 }' $(KUBE_TOOLS)/go.mod)
+KUBE_OLDER := $(patsubst $(KUBE_TOOLS)/go.%.mod,%,$(wildcard $(KUBE_TOOLS)/go.v*.mod))
+KUBE_VERSIONS := $(KUBE_NEWEST) $(KUBE_OLDER)
+KUBE_VERSION ?= $(KUBE_NEWEST)
+ifeq ($(filter $(KUBE_VERSION),$(KUBE_VERSIONS)),)
+$(error KUBE_VERSION=$(KUBE_VERSION) is not one of the supported releases: $(KUBE_VERSIONS))
+endif
+kube_modfile = $(if $(filter $(1),$(KUBE_NEWEST)),go.mod,go.$(1).mod)
+
+# Every version has a folder of its own, bin/k8s/VERSION, with its
+# kube-apiserver and the one etcd; internal/localapi picks the newest when
+# KUBEBUILDER_ASSETS is not set (go run ./examples/...).
+K8S_BIN := $(BIN)/k8s
+ETCD := $(K8S_BIN)/etcd-$(ETCD_VERSION)
+assets = $(K8S_BIN)/$(1)
+
+# A KUBEBUILDER_ASSETS from the environment (controller-runtime's
+# setup-envtest, say) names binaries a user already has: every target runs
+# against them, builds none, and `make test` runs once. Otherwise the
+# targets run against the binaries built here.
+ifeq ($(origin KUBEBUILDER_ASSETS),environment)
+ifeq ($(and $(wildcard $(KUBEBUILDER_ASSETS)/kube-apiserver),$(wildcard $(KUBEBUILDER_ASSETS)/etcd)),)
+$(error KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) has no kube-apiserver and etcd: fill it, or unset it to build them here)
+endif
+USER_ASSETS := $(KUBEBUILDER_ASSETS)
+TEST_VERSIONS := user
+else
+export KUBEBUILDER_ASSETS := $(call assets,$(KUBE_VERSION))
+TEST_VERSIONS := $(KUBE_VERSION) $(filter-out $(KUBE_VERSION),$(KUBE_VERSIONS))
+endif
 # Every target runs against the local API server it starts, never the
 # cluster of the shell's kubeconfig: the tests and the demo write and delete.
 export KUBECONFIG :=
@@ -31,16 +65,37 @@ PROGRESS := awk '/^go: (finding|extracting) / { next } /^go: downloading / { if 
 all: test
 
 .PHONY: envtest-bins
-envtest-bins: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd ## Build kube-apiserver and etcd for envtest, once.
+envtest-bins: $(if $(USER_ASSETS),,$(call assets,$(KUBE_VERSION))/kube-apiserver $(call assets,$(KUBE_VERSION))/etcd) ## Build kube-apiserver (KUBE_VERSION) and etcd for envtest, once.
 
-$(K8S_BIN)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/main.go
-	@mkdir -p $(K8S_BIN)
-	@echo ">> building kube-apiserver $(KUBE_VERSION) into $(K8S_BIN) (first build: about 5 minutes)"
-	@cd hack/tools/kube-apiserver && CGO_ENABLED=0 $(GO) build -v -o $@.tmp . 2>&1 | $(PROGRESS)
-	@mv $@.tmp $@
-	@echo ">> kube-apiserver ready"
+.PHONY: envtest-bins-all
+envtest-bins-all: $(if $(USER_ASSETS),,$(foreach v,$(KUBE_VERSIONS),$(call assets,$(v))/kube-apiserver $(call assets,$(v))/etcd)) ## Build kube-apiserver of every supported release, and etcd, once.
 
-$(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/main.go
+# The version stamped in as Kubernetes' own build stamps it
+# (hack/lib/version.sh), so that `kube-apiserver --version` and the
+# server's /version (which discovery reads) tell the release, not
+# v0.0.0-master. The build date is the release's date, from the module
+# proxy, so that a rebuild makes the same binary.
+version_ldflags = $(foreach kv,gitVersion=$(1) gitMajor=$(patsubst v%,%,$(word 1,$(subst ., ,$(1)))) \
+	gitMinor=$(word 2,$(subst ., ,$(1))) gitTreeState=clean gitCommit=,-X k8s.io/component-base/version.$(kv))
+
+define kube_apiserver_rule
+$(call assets,$(1))/kube-apiserver: $(KUBE_TOOLS)/$(call kube_modfile,$(1)) $(KUBE_TOOLS)/main.go
+	@mkdir -p $$(@D)
+	@echo ">> building kube-apiserver $(1) into $$(@D) (first build: about 5 minutes)"
+	@cd $(KUBE_TOOLS) && \
+		date=$$$$($(GO) list -modfile=$(call kube_modfile,$(1)) -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes) && \
+		CGO_ENABLED=0 $(GO) build -v -modfile=$(call kube_modfile,$(1)) -o $$@.tmp \
+		-ldflags "$(call version_ldflags,$(1)) -X k8s.io/component-base/version.buildDate=$$$$date" . 2>&1 | $(PROGRESS)
+	@mv $$@.tmp $$@
+	@echo ">> kube-apiserver $(1) ready: $$$$($$@ --version)"
+
+$(call assets,$(1))/etcd: $(ETCD)
+	@mkdir -p $$(@D)
+	@ln -sf ../$$(notdir $(ETCD)) $$@
+endef
+$(foreach v,$(KUBE_VERSIONS),$(eval $(call kube_apiserver_rule,$(v))))
+
+$(ETCD): hack/tools/etcd/go.mod hack/tools/etcd/main.go
 	@mkdir -p $(K8S_BIN)
 	@echo ">> building etcd $(ETCD_VERSION) into $(K8S_BIN) (first build: about 2 minutes)"
 	@cd hack/tools/etcd && CGO_ENABLED=0 $(GO) build -v -o $@.tmp . 2>&1 | $(PROGRESS)
@@ -61,10 +116,22 @@ lint: $(STATICCHECK) ## go vet and staticcheck over every package.
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
+# The packages whose tests start an API server (through internal/testenv,
+# internal/localapi or internal/exampletest): `make test` runs them against
+# every supported release, and the rest once.
+SERVER_PKGS = $(shell $(GO) list -f '{{.ImportPath}}{{range .TestImports}} {{.}}{{end}}{{range .XTestImports}} {{.}}{{end}}' ./... \
+	| awk '/ github.com\/leaselock\/leaselock\/internal\/(testenv|localapi|exampletest)( |$$)/ { print $$1 }')
+
 .PHONY: test
-test: lint envtest-bins ## Every test, the integration tests against the local API server included.
+test: lint $(if $(USER_ASSETS),,envtest-bins-all) ## Every test, against every supported kube-apiserver release (the other tests once).
 	@$(if $(RACE),,echo ">> no C compiler found: the tests run without the race detector (install gcc for it)")
-	$(GO) test $(RACE) -count=1 ./...
+	@for v in $(TEST_VERSIONS); do \
+		if [ "$$v" = user ]; then dir=$(USER_ASSETS); else dir=$(K8S_BIN)/$$v; fi; \
+		if [ "$$v" = "$(firstword $(TEST_VERSIONS))" ]; then pkgs=./...; else pkgs="$(SERVER_PKGS)"; fi; \
+		echo ">> go test against $$($$dir/kube-apiserver --version) and etcd $$($$dir/etcd --version | awk '/^etcd Version/ { print $$3 }') in $$dir"; \
+		echo "   go test $(RACE) -count=1 $$pkgs"; \
+		KUBEBUILDER_ASSETS=$$dir $(GO) test $(RACE) -count=1 $$pkgs || exit 1; \
+	done
 
 .PHONY: bench
 bench: envtest-bins ## Benchmarks against the local API server, medians of 5 runs in one table.

@@ -1,5 +1,5 @@
 // Package localapi starts the local kube-apiserver and etcd (controller-runtime's
-// envtest, with the binaries `make envtest-bins` builds into bin/k8s) that this
+// envtest, with the binaries `make envtest-bins` builds into bin/k8s/VERSION) that this
 // project's tests, benchmarks and examples run against.
 package localapi
 
@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
@@ -23,19 +25,21 @@ import (
 var Binaries = []string{"kube-apiserver", "etcd"}
 
 // HowToGet is the one line that says how to get the binaries.
-const HowToGet = "run `make envtest-bins` (or `make test`) to build kube-apiserver and etcd into bin/k8s"
+const HowToGet = "run `make envtest-bins` (or `make test`) to build kube-apiserver and etcd into bin/k8s/VERSION"
 
 // AssetsDir returns the folder that holds kube-apiserver and etcd:
-// $KUBEBUILDER_ASSETS when set, else bin/k8s in the nearest parent folder of
-// the working directory that has one. It returns an error naming the folder
-// and what is missing when a binary is absent.
+// $KUBEBUILDER_ASSETS when set, else the newest release's folder in bin/k8s
+// (bin/k8s/v1.37.2, say; the Makefile builds one per supported release) in
+// the nearest parent folder of the working directory that has one. It
+// returns an error naming the folder and what is missing when a binary is
+// absent.
 func AssetsDir() (string, error) {
 	dir := os.Getenv("KUBEBUILDER_ASSETS")
 	if dir == "" {
-		dir = findUp(filepath.Join("bin", "k8s"))
+		dir = newestRelease(findUp(filepath.Join("bin", "k8s")))
 	}
 	if dir == "" {
-		return "", fmt.Errorf("no bin/k8s above the working directory and KUBEBUILDER_ASSETS is not set: %s", HowToGet)
+		return "", fmt.Errorf("no bin/k8s/VERSION above the working directory and KUBEBUILDER_ASSETS is not set: %s", HowToGet)
 	}
 	for _, b := range Binaries {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
@@ -43,6 +47,33 @@ func AssetsDir() (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// newestRelease returns the folder of the newest release in dir, whose
+// folders are named by release (v1.34.4, v1.37.2), or "" when it has none.
+func newestRelease(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	var newest *version.Version
+	var name string
+	for _, e := range entries {
+		v, err := version.ParseSemantic(e.Name())
+		if err != nil || !e.IsDir() || !strings.HasPrefix(e.Name(), "v") {
+			continue
+		}
+		if newest == nil || v.GreaterThan(newest) {
+			newest, name = v, e.Name()
+		}
+	}
+	if newest == nil {
+		return ""
+	}
+	return filepath.Join(dir, name)
 }
 
 func findUp(rel string) string {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/leaselock/leaselock/internal/localapi"
 	"github.com/leaselock/leaselock/internal/testenv"
@@ -140,4 +141,83 @@ func readStat(path string) (comm string, fields []string, ok bool) {
 		return "", nil, false
 	}
 	return line[open+1 : end], strings.Fields(line[end+1:]), true
+}
+
+// TestAssetsDirPicksNewestRelease: without KUBEBUILDER_ASSETS, the binaries
+// come from the folder of the newest release in bin/k8s, compared as
+// versions (v1.37.2 after v1.9.0), whatever else the folder holds.
+func TestAssetsDirPicksNewestRelease(t *testing.T) {
+	tests := []struct {
+		name    string
+		folders []string // each with both binaries
+		files   []string // beside them, in bin/k8s
+		want    string   // "" for an error
+	}{
+		{name: "one release", folders: []string{"v1.37.2"}, want: "v1.37.2"},
+		{name: "newest of two", folders: []string{"v1.34.4", "v1.37.2"}, want: "v1.37.2"},
+		{name: "by version, not by name", folders: []string{"v1.9.0", "v1.10.1"}, want: "v1.10.1"},
+		{name: "not a release", folders: []string{"v1.34.4", "scratch", "1.99.0"}, files: []string{"etcd-v3.6.16", "v1.99.0"}, want: "v1.34.4"},
+		{name: "no release", folders: []string{"scratch"}, files: []string{"kube-apiserver", "etcd"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			k8s := filepath.Join(root, "bin", "k8s")
+			for _, f := range tt.folders {
+				writeFiles(t, filepath.Join(k8s, f), localapi.Binaries...)
+			}
+			writeFiles(t, k8s, tt.files...)
+			t.Setenv("KUBEBUILDER_ASSETS", "")
+			t.Chdir(root)
+			got, err := localapi.AssetsDir()
+			switch {
+			case tt.want == "" && err == nil:
+				t.Errorf("AssetsDir: got %s, want an error", got)
+			case tt.want != "" && err != nil:
+				t.Errorf("AssetsDir: %v, want %s", err, tt.want)
+			case tt.want != "" && got != filepath.Join(k8s, tt.want):
+				t.Errorf("AssetsDir: got %s, want %s", got, filepath.Join(k8s, tt.want))
+			}
+		})
+	}
+}
+
+func writeFiles(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBinaryTellsItsRelease: the kube-apiserver the tests run says which
+// release it is, as a released binary does, and a folder named by a release
+// (bin/k8s/v1.34.4) holds that release. An unstamped build says
+// v0.0.0-master.
+func TestBinaryTellsItsRelease(t *testing.T) {
+	dir, err := localapi.AssetsDir()
+	if err != nil {
+		if testenv.InCI() {
+			t.Fatalf("in CI (CI is set) and the API server is not available: %v", err)
+		}
+		t.Skip(err)
+	}
+	out, err := exec.Command(filepath.Join(dir, "kube-apiserver"), "--version").Output()
+	if err != nil {
+		t.Fatalf("kube-apiserver --version: %v", err)
+	}
+	told := strings.TrimPrefix(strings.TrimSpace(string(out)), "Kubernetes ")
+	v, err := version.ParseSemantic(told)
+	if err != nil || v.Major() == 0 {
+		t.Fatalf("kube-apiserver --version: got %q, want a release", out)
+	}
+	if folder := filepath.Base(dir); strings.HasPrefix(folder, "v") {
+		if _, err := version.ParseSemantic(folder); err == nil && folder != told {
+			t.Errorf("kube-apiserver --version in %s: got %s, want %s", dir, told, folder)
+		}
+	}
 }

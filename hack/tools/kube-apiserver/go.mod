@@ -1,6 +1,8 @@
 // Module kube-apiserver builds the kube-apiserver that envtest runs in this
 // project's tests and demo. It is kept apart from the library's go.mod so
-// that users of leaselock never download Kubernetes.
+// that users of leaselock never download Kubernetes. This go.mod builds the
+// newest release the project supports; go.VERSION.mod beside it builds an
+// older one from the same main.go (`go build -modfile=go.v1.34.4.mod`).
 module github.com/leaselock/leaselock/hack/tools/kube-apiserver
 
 go 1.26.0
