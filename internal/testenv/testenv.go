@@ -26,6 +26,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -112,6 +114,28 @@ func Config(t testing.TB) *rest.Config {
 		t.Fatalf("testenv: start the local API server: %v", startErr)
 	}
 	return rest.CopyConfig(config)
+}
+
+// ServerVersion returns the release of the package's kube-apiserver, as
+// its /version tells it, for a test that asserts what one release does and
+// must say what another does instead. It fails t for a server that does not
+// tell its release (an unstamped build says v0.0.0-master): a test could
+// then only guess.
+func ServerVersion(t testing.TB) *version.Version {
+	t.Helper()
+	dc, err := discovery.NewDiscoveryClientForConfig(Config(t))
+	if err != nil {
+		t.Fatalf("testenv: discovery client: %v", err)
+	}
+	info, err := dc.ServerVersion()
+	if err != nil {
+		t.Fatalf("testenv: server version: %v", err)
+	}
+	v, err := version.ParseSemantic(info.GitVersion)
+	if err != nil || v.Major() == 0 {
+		t.Fatalf("testenv: the API server tells no release (%q): build it with `make envtest-bins`, which stamps it", info.GitVersion)
+	}
+	return v
 }
 
 // UserConfig returns a config for a user with no RBAC permissions of its
