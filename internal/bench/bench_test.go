@@ -400,6 +400,7 @@ func contend(b *testing.B, scenario, row, lockKind string, workers int, distinct
 		ds []time.Duration
 		p  int
 	}{
+		"wait-p50-ms": {q.waits, 50},
 		"wait-p99-ms": {q.waits, 99},
 		// The same without each worker's first wait: the queue in its steady
 		// state, not the start where all arrive together.

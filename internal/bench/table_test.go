@@ -142,15 +142,23 @@ const (
 	free8   = "8 workers, one lock, free-running"
 )
 
-var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "settled-wait-p99-ms", "turns-waited-p99", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
+var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "settled-wait-p99-ms", "turns-waited-p99", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
 
-// tableAfter runs the benchmarks, then prints the table of medians.
+// tableAfter runs the benchmarks, then prints the table of medians and,
+// when $LEASELOCK_BENCH_FIGURES names a file, writes them to it as JSON
+// (see writeFigures) for the chart that `make bench` draws.
 type tableAfter struct{ m goleak.TestingM }
 
 func (t tableAfter) Run() int {
 	code := t.m.Run()
 	if len(scenarios) > 0 {
 		fmt.Fprint(os.Stdout, table())
+	}
+	if path := os.Getenv("LEASELOCK_BENCH_FIGURES"); path != "" && len(scenarios) > 0 {
+		if err := writeFigures(path, collectFigures()); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: write figures:", err)
+			return max(code, 1)
+		}
 	}
 	return code
 }
