@@ -132,10 +132,17 @@ test: lint $(if $(USER_ASSETS),,envtest-bins-all) ## Every test, against every s
 		echo "   go test $(RACE) -count=1 $$pkgs"; \
 		KUBEBUILDER_ASSETS=$$dir $(GO) test $(RACE) -count=1 $$pkgs || exit 1; \
 	done
+	cd hack/tools/benchchart && $(GO) test -count=1 ./...
+
+# The run's medians, as JSON, from which the chart is drawn.
+BENCH_FIGURES := $(BIN)/bench-figures.json
 
 .PHONY: bench
-bench: envtest-bins ## Benchmarks against the local API server, medians of 5 runs in one table.
-	$(GO) test -run '^$$' -bench . -count 1 ./internal/bench
+bench: envtest-bins ## Benchmarks against the local API server, medians of 5 runs in one table, and docs/benchmarks.svg.
+	@rm -f $(BENCH_FIGURES)
+	LEASELOCK_BENCH_FIGURES=$(BENCH_FIGURES) $(GO) test -run '^$$' -bench . -count 1 ./internal/bench
+	cd hack/tools/benchchart && $(GO) run . -in $(BENCH_FIGURES) -out $(CURDIR)/docs/benchmarks.svg
+	@echo ">> chart written to docs/benchmarks.svg"
 
 # The soak column of docs/reliability.md: the torture suite at a bigger size.
 TORTURE_ENV := LEASELOCK_TORTURE_PROCS=5 LEASELOCK_TORTURE_GOROUTINES=4 LEASELOCK_TORTURE_OPS=40 \
