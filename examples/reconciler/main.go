@@ -15,6 +15,11 @@
 // With no --kubeconfig and no KUBECONFIG it starts the local API server that
 // `make test` uses and stops it at the end.
 //
+// It logs to stderr, one console line each, at info level: the managers'
+// own progress (caches, controllers and workers starting and stopping) is
+// at debug level, which -v shows, and errors show at every level.
+// controller-runtime's --zap-* flags are there too.
+//
 // Copying it into a module of your own: the local API server comes from
 // this repository's internal/localapi, which other modules cannot import.
 // Replace localapi.Connect with a rest.Config of your own (ctrl.GetConfig).
@@ -39,6 +44,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/go-logr/logr"
+	uberzap "go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -46,12 +54,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -73,6 +83,8 @@ type options struct {
 	kubeconfig string
 	timeout    time.Duration
 	metrics    string
+	verbose    bool
+	log        zap.Options
 }
 
 func main() {
@@ -86,12 +98,18 @@ func main() {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to use; default $KUBECONFIG, and with neither a local API server is started")
 	fs.DurationVar(&o.timeout, "timeout", time.Minute, "give up when the registry is not complete after this long")
 	fs.StringVar(&o.metrics, "metrics-bind-address", "127.0.0.1:8383", "where the first manager serves /metrics, with leaselock's metrics among them; 0 turns it off")
+	fs.BoolVar(&o.verbose, "v", false, "log at debug level: the managers' progress and every lock acquired and released")
+	o.log.BindFlags(fs)
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "reconciler:", err)
 		os.Exit(2)
 	}
-	ctrl.SetLogger(zap.New())
+	logger := newLogger(o.log, o.verbose)
+	ctrl.SetLogger(logger)
+	// client-go's own lines (a warning from the server, a throttled
+	// request) come out in the same format.
+	klog.SetLogger(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// After the first signal, a second one ends the program at once, as it
@@ -104,6 +122,36 @@ func main() {
 		stop()
 		os.Exit(1)
 	}
+}
+
+// newLogger returns the program's logger: console lines on stderr, at info
+// level or, when verbose, at debug level, without stack traces. The --zap-*
+// flags, bound to opts, override each of these.
+func newLogger(opts zap.Options, verbose bool) logr.Logger {
+	if opts.NewEncoder == nil {
+		// Not zap.ConsoleEncoder, whose encoder is made before the flags
+		// are read, and so ignores --zap-encoder and --zap-time-encoding.
+		opts.NewEncoder = func(eco ...zap.EncoderConfigOption) zapcore.Encoder {
+			cfg := uberzap.NewDevelopmentEncoderConfig()
+			for _, o := range eco {
+				o(&cfg)
+			}
+			return zapcore.NewConsoleEncoder(cfg)
+		}
+	}
+	if opts.Level == nil && verbose {
+		opts.Level = zapcore.DebugLevel
+	}
+	if opts.StacktraceLevel == nil {
+		// An error line names its error; a stack trace of the controller's
+		// worker loop, as controller-runtime adds by default, tells a user of
+		// the example nothing more.
+		opts.StacktraceLevel = zapcore.PanicLevel
+	}
+	if opts.TimeEncoder == nil {
+		opts.TimeEncoder = zapcore.TimeEncoderOfLayout(time.TimeOnly + ".000")
+	}
+	return zap.New(zap.UseFlagOptions(&opts))
 }
 
 func (o options) validate() error {
@@ -132,17 +180,24 @@ type RegistryReconciler struct {
 	APIReader client.Reader
 	Locker    *withlock.Locker
 	Namespace string
+	// Log is the reconciler's logger, and the lock's: the manager's is at
+	// debug level (see newManager), which would hide the lock's info lines.
+	Log logr.Logger
 
 	reconciles atomic.Int64
 }
 
 // Reconcile writes the source's value into the registry under the source's
-// name, under the registry's lock.
+// name, under the registry's lock. A reconcile that the manager's stop
+// cancels returns no error: the request is not lost, as the next manager to
+// start lists every source again.
 func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	r.reconciles.Add(1)
+	log := r.Log.WithValues("source", req.Name)
+	ctx = logf.IntoContext(ctx, log)
 	var source corev1.ConfigMap
 	if err := r.APIReader.Get(ctx, req.NamespacedName, &source); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return ctrl.Result{}, stopping(ctx, log, client.IgnoreNotFound(err))
 	}
 	registry := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: registryName, Namespace: r.Namespace}}
 	err := withlock.Update(ctx, r.Locker, r.Client, registry, func(cm *corev1.ConfigMap) error {
@@ -152,7 +207,18 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		cm.Data[source.Name] = source.Data["value"]
 		return nil
 	}, withlock.ReadFrom(r.APIReader))
-	return ctrl.Result{}, err
+	return ctrl.Result{}, stopping(ctx, log, err)
+}
+
+// stopping returns err, or nil when err is the cancellation of ctx: the
+// manager is stopping, which is no failure of the reconcile. Any other error
+// is returned as it is, and the controller logs it.
+func stopping(ctx context.Context, log logr.Logger, err error) error {
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		log.V(1).Info("reconcile cancelled: the manager is stopping", "error", err.Error())
+		return nil
+	}
+	return err
 }
 
 // SetupWithManager registers the reconciler for labelled ConfigMaps.
@@ -283,6 +349,10 @@ func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReco
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return conflictCounter{rt} })
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		// The manager's progress, a dozen lines per manager as its caches,
+		// controller and workers start and stop, is debug (-v): the run's
+		// story is the summary. Its errors show at every level.
+		Logger:  ctrl.Log.WithName("manager-" + strconv.Itoa(i)).V(1),
 		Metrics: metricsserver.Options{BindAddress: bind},
 		// Watch and cache the ConfigMaps of the example's namespace only,
 		// which its RBAC can be limited to.
@@ -309,6 +379,7 @@ func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReco
 		APIReader: mgr.GetAPIReader(),
 		Locker:    withlock.New(rl, withlock.WithIdentity("manager-"+strconv.Itoa(i))),
 		Namespace: o.namespace,
+		Log:       ctrl.Log.WithName("manager-" + strconv.Itoa(i)),
 	}
 	if err := r.SetupWithManager(mgr, "registry-"+strconv.Itoa(i)); err != nil {
 		return nil, nil, err

@@ -14,12 +14,20 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestReconciler runs the whole program, bounded: every entry is merged, no
 // update of the registry met a Conflict (every writer takes the lock), and
-// no Lease is left (the program itself fails otherwise).
+// no Lease is left (the program itself fails otherwise). The run is quiet:
+// no line at error level (the reconciles that the managers' stop cancels
+// are no failure) and no more than a screen of output.
 func TestReconciler(t *testing.T) {
 	bin := exampletest.Build(t)
 	out := exampletest.Run(t, bin, "--managers", "3", "--sources", "10", "--timeout", "60s",
 		"--metrics-bind-address", freeAddr(t))
 	t.Logf("\n%s", out)
+	if lines := exampletest.ErrorLines(out); len(lines) > 0 {
+		t.Errorf("error lines in a clean run: got %q, want none", lines)
+	}
+	if got := strings.Count(out, "\n"); got > exampletest.ScreenLines {
+		t.Errorf("lines of output: got %d, want at most %d", got, exampletest.ScreenLines)
+	}
 	if got := exampletest.Figure(t, out, "entries merged"); got != 10 {
 		t.Errorf("entries merged: got %d, want 10", got)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -82,3 +83,23 @@ func Figure(t *testing.T, out, label string) int {
 	}
 	return n
 }
+
+// errorLine matches a log line at error level: controller-runtime's console
+// format ("12:00:00.000	ERROR	..."), its JSON format ("level":"error"),
+// and klog's ("E1207 12:00:00.000000 ...").
+var errorLine = regexp.MustCompile(`\tERROR\t|"level":"error"|^E\d{4} \d`)
+
+// ErrorLines returns the lines of out that a logger wrote at error level.
+func ErrorLines(out string) []string {
+	var lines []string
+	for line := range strings.Lines(out) {
+		if errorLine.MatchString(line) {
+			lines = append(lines, strings.TrimSuffix(line, "\n"))
+		}
+	}
+	return lines
+}
+
+// ScreenLines is the height of a terminal: a clean run of an example fits
+// in it, summary and all.
+const ScreenLines = 40
