@@ -2,7 +2,11 @@
 // replica processes (it re-executes itself in worker mode, so each has its own
 // client and connection), and each adds one to a counter in one ConfigMap, many
 // times, under withlock.Do. At the end it prints the expected and observed
-// count, the updates lost, the lock wait p50/p99 and the Leases left.
+// count, the updates lost, the lock wait p50/p99 and the Leases left, then
+// a timeline of the run: a row per replica, a mark where it was inside its
+// critical section, from the replicas' own timestamps. With the lock the
+// replicas take turns; without it a row below marks where two were inside
+// at once, which is where updates were lost.
 //
 // Each increment is a read followed by a merge patch that carries no
 // resourceVersion, as many controllers write: without the lock (--no-lock)
@@ -15,6 +19,9 @@
 // in --namespace, create, get, update, delete and watch on leases (see
 // examples/rbac.yaml) and list, for the summary of Leases left; and create,
 // get, patch and delete on configmaps.
+//
+// It logs to stderr, one console line each, at info level; -v logs at
+// debug level, every lock acquired and released among them.
 //
 // Copying it into a module of your own: the local API server comes from
 // this repository's internal/localapi, which other modules cannot import.
@@ -41,6 +48,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -67,6 +76,8 @@ type options struct {
 	namespace  string
 	kubeconfig string
 	noLock     bool
+	sections   string
+	verbose    bool
 	worker     int
 }
 
@@ -74,7 +85,9 @@ type options struct {
 type report struct {
 	Replica int             `json:"replica"`
 	Waits   []time.Duration `json:"waits"`
-	Err     string          `json:"err,omitempty"`
+	// Sections are its critical sections, in order, for the timeline.
+	Sections []span `json:"sections"`
+	Err      string `json:"err,omitempty"`
 }
 
 func main() {
@@ -87,6 +100,8 @@ func main() {
 	fs.StringVar(&o.namespace, "namespace", "leaselock-demo", "namespace of the ConfigMap and the Lease (created if absent)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to use; default $KUBECONFIG, and with neither a local API server is started")
 	fs.BoolVar(&o.noLock, "no-lock", false, "increment without the lock, to show the updates it saves")
+	fs.StringVar(&o.sections, "sections", "", "write the critical sections behind the timeline to this file, as JSON: for each replica, the start and end of each")
+	fs.BoolVar(&o.verbose, "v", false, "log at debug level: every lock acquired and released")
 	fs.IntVar(&o.worker, "worker", -1, "internal: run as replica N and print a JSON report")
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
 	if err := o.validate(); err != nil {
@@ -94,7 +109,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	logf.SetLogger(zap.New())
+	logf.SetLogger(newLogger(o.verbose))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// After the first signal, a second one ends the program at once, as it
@@ -111,6 +126,21 @@ func main() {
 		stop()
 		os.Exit(1)
 	}
+}
+
+// newLogger returns the program's logger: console lines on stderr, at info
+// level or, when verbose, at debug level.
+func newLogger(verbose bool) logr.Logger {
+	level := zapcore.InfoLevel
+	if verbose {
+		level = zapcore.DebugLevel
+	}
+	shortTime := func(cfg *zapcore.EncoderConfig) {
+		cfg.EncodeTime = zapcore.TimeEncoderOfLayout(time.TimeOnly + ".000")
+	}
+	// No stack traces: an error line names its error, which is what a user
+	// of the example needs.
+	return zap.New(zap.ConsoleEncoder(shortTime), zap.Level(level), zap.StacktraceLevel(zapcore.PanicLevel))
 }
 
 func (o options) validate() error {
@@ -192,10 +222,32 @@ func runParent(ctx context.Context, o options) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	if err := printTimeline(o, reports); err != nil {
+		return err
+	}
 	if !o.noLock && (observed != expected || len(leases.Items) > 0) {
 		return fmt.Errorf("with the lock: observed %d of %d, %d Leases left", observed, expected, len(leases.Items))
 	}
 	return nil
+}
+
+// printTimeline prints the timeline of the replicas' critical sections and,
+// with --sections, writes them to that file.
+func printTimeline(o options, reports []report) error {
+	spans := make([][]span, len(reports))
+	for i, r := range reports {
+		spans[i] = r.Sections
+	}
+	if o.sections != "" {
+		data, err := json.MarshalIndent(spans, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.sections, append(data, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return drawTimeline(spans, timelineColumns).print(os.Stdout)
 }
 
 // reset creates the namespace if it is absent and sets the counter to zero.
@@ -235,6 +287,9 @@ func runReplicas(ctx context.Context, o options, kubeconfig string) ([]report, e
 		if o.noLock {
 			args = append(args, "--no-lock")
 		}
+		if o.verbose {
+			args = append(args, "-v")
+		}
 		cmd := exec.CommandContext(ctx, self, args...)
 		// On a cancel, ask the replica to stop as a signal does, so that it
 		// releases the lock it may hold, and kill it only if it does not.
@@ -261,7 +316,7 @@ func runReplicas(ctx context.Context, o options, kubeconfig string) ([]report, e
 }
 
 // runWorker is one replica: it increments the counter o.increments times and
-// prints its report.
+// prints its report, with the start and end of each critical section.
 func runWorker(ctx context.Context, o options) error {
 	r := report{Replica: o.worker}
 	err := increments(ctx, o, &r)
@@ -293,9 +348,16 @@ func increments(ctx context.Context, o options, r *report) error {
 	// Every replica waits its turn: the retry timeout must outlast the
 	// queue ahead of it, not the default 5s.
 	rl := resourcelock.NewResourceLocker(c, o.namespace, resourcelock.WithRetryTimeout(5*time.Minute))
+	// inside is one critical section, timed for the timeline.
+	inside := func(ctx context.Context) error {
+		start := time.Now()
+		err := increment(ctx, c, key)
+		r.Sections = append(r.Sections, span{Start: start, End: time.Now()})
+		return err
+	}
 	for range o.increments {
 		if o.noLock {
-			if err := increment(ctx, c, key); err != nil {
+			if err := inside(ctx); err != nil {
 				return err
 			}
 			continue
@@ -303,7 +365,7 @@ func increments(ctx context.Context, o options, r *report) error {
 		asked := time.Now()
 		err := withlock.Do(ctx, rl, lockName, func(ctx context.Context) error {
 			r.Waits = append(r.Waits, time.Since(asked))
-			return increment(ctx, c, key)
+			return inside(ctx)
 		})
 		if err != nil {
 			return err
