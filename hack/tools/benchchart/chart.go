@@ -53,7 +53,7 @@ func drawChart(w io.Writer, d chartData) error {
 	title := waits.Title.TextStyle
 	title.Font = font.From(plot.DefaultFont, 13)
 	dc.FillText(title, vg.Point{X: chartWidth / 2, Y: chartHeight - titleHeight/4},
-		fmt.Sprintf("%s (median of %d runs)", d.scenario, d.runs))
+		fmt.Sprintf("%s (median of %s)", d.scenario, plural(d.runs, "run")))
 	body := draw.Crop(dc, 0, 0, 0, -titleHeight)
 	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Inch / 4, PadLeft: vg.Inch / 8, PadRight: vg.Inch / 4, PadBottom: vg.Inch / 16}
 	cs := plot.Align([][]*plot.Plot{{waits, rates}}, tiles, body)
@@ -103,7 +103,10 @@ func waitPlot(d chartData) (*plot.Plot, error) {
 	}
 	figures.Offset = vg.Point{X: vg.Points(8), Y: -vg.Points(4)}
 	p.Add(figures)
-	p.Legend.Top, p.Legend.Left = true, false
+	// Bottom right: the serial floor, the bottom row, has the shortest
+	// waits, at the left.
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.TextStyle.Font = font.From(plot.DefaultFont, 10)
 	// Room on the right for the figures, at either end for the dots.
 	p.X.Min = slices.MinFunc(d.rows, func(a, b contender) int { return cmp.Compare(a.waitP50, b.waitP50) }).waitP50 / 2
 	p.X.Max = slices.MaxFunc(d.rows, func(a, b contender) int { return cmp.Compare(a.waitP99, b.waitP99) }).waitP99 * 20
@@ -160,6 +163,14 @@ func newPanel(d chartData, title string) *plot.Plot {
 
 // rowY is the y of the i-th contender: the first at the top.
 func rowY(d chartData, i int) float64 { return float64(len(d.rows) - 1 - i) }
+
+// plural is n and noun, in the plural unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
 
 // rate is a number of increments per second, with the digits that matter.
 func rate(v float64) string {
