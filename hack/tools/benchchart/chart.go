@@ -4,6 +4,7 @@ package main
 // rows in each.
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"image/color"
@@ -59,7 +60,15 @@ func drawChart(w io.Writer, d chartData) error {
 	cs := plot.Align([][]*plot.Plot{{waits, rates}}, tiles, body)
 	waits.Draw(cs[0][0])
 	rates.Draw(cs[0][1])
-	_, err = canvas.WriteTo(w)
+	var svg bytes.Buffer
+	if _, err := canvas.WriteTo(&svg); err != nil {
+		return err
+	}
+	// The fonts are not embedded (that would add hundreds of KB): name the
+	// fonts metric-compatible with Liberation Sans, whose widths the layout
+	// used, and a generic one, for a viewer that lacks it.
+	_, err = w.Write(bytes.ReplaceAll(svg.Bytes(), []byte("font-family:Liberation Sans;"),
+		[]byte("font-family:Liberation Sans,Arimo,Arial,Helvetica,sans-serif;")))
 	return err
 }
 

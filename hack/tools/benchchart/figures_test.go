@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -103,9 +105,50 @@ func TestDrawChart(t *testing.T) {
 	}
 	svg := sb.String()
 	for _, want := range []string{"<svg", "leaselock", "polling every 500ms", "client-go leader election",
-		"serial floor (1 worker)", "41ms / 96ms", "3.1s / 15.8s", "105", "median of 5 runs"} {
+		"serial floor (1 worker)", "41ms / 96ms", "3.1s / 15.8s", "105", "median of 5 runs", "sans-serif"} {
 		if !strings.Contains(svg, want) {
 			t.Errorf("no %q in the chart", want)
 		}
+	}
+}
+
+// TestRun: run writes the chart over the old one, and on an error leaves
+// the old one as it was.
+func TestRun(t *testing.T) {
+	good := `{"scenarios": [{"name": "` + defaultScenario + `", "runs": 5, "rows": [` + rowsJSON("", nil) + `]}]}`
+	bad := `{"scenarios": [{"name": "` + defaultScenario + `", "runs": 5, "rows": [` + rowsJSON("leaselock", nil) + `]}]}`
+	tests := []struct {
+		name    string
+		figures string
+		wantErr bool
+		want    string // a part of the file at out after the run
+	}{
+		{name: "good figures", figures: good, want: "<svg"},
+		{name: "a row missing", figures: bad, wantErr: true, want: "the old chart"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			in, out := filepath.Join(dir, "figures.json"), filepath.Join(dir, "chart.svg")
+			if err := os.WriteFile(in, []byte(tt.figures), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(out, []byte("the old chart"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := run(in, out, defaultScenario); (err != nil) != tt.wantErr {
+				t.Errorf("run: got error %v, want one: %v", err, tt.wantErr)
+			}
+			data, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(data), tt.want) {
+				t.Errorf("chart after the run: got %.40q..., want %q in it", data, tt.want)
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, ".benchchart-*")); len(left) > 0 {
+				t.Errorf("temporary files left: got %q, want none", left)
+			}
+		})
 	}
 }

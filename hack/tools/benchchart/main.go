@@ -53,7 +53,7 @@ func run(in, out, scenario string) error {
 		return fmt.Errorf("benchchart: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after the rename, there is none
-	if err := errors.Join(drawChart(tmp, d), tmp.Close()); err != nil {
+	if err := errors.Join(drawChart(tmp, d), tmp.Chmod(0o644), tmp.Close()); err != nil {
 		return fmt.Errorf("benchchart: write %s: %w", out, err)
 	}
 	return os.Rename(tmp.Name(), out)
