@@ -309,26 +309,45 @@ func run(ctx context.Context, o options) error {
 	if err := c.List(listCtx, &leases, client.InNamespace(o.namespace), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
 		return err
 	}
+	return summarize(o, outcome{registry: registry, reconcilers: reconcilers, took: took,
+		leasesLeft: len(leases.Items), managerErr: errors.Join(errs...), waitErr: waitErr})
+}
+
+// outcome is what a run did, for its summary.
+type outcome struct {
+	registry    *corev1.ConfigMap
+	reconcilers []*RegistryReconciler
+	took        time.Duration
+	leasesLeft  int
+	// managerErr is the managers' failures, waitErr why the wait for a
+	// complete registry ended early.
+	managerErr, waitErr error
+}
+
+// summarize prints the summary of a run and returns the error it ends with,
+// if any: a manager failed, the registry is not complete, a Lease is left,
+// or an update of the registry met a Conflict.
+func summarize(o options, r outcome) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "  entries expected\t%d\n", o.sources)
-	fmt.Fprintf(w, "  entries merged\t%d\n", len(registry.Data))
-	for i, r := range reconcilers {
-		fmt.Fprintf(w, "  manager %d reconciles\t%d\n", i, r.reconciles.Load())
+	fmt.Fprintf(w, "  entries merged\t%d\n", len(r.registry.Data))
+	for i, rec := range r.reconcilers {
+		fmt.Fprintf(w, "  manager %d reconciles\t%d\n", i, rec.reconciles.Load())
 	}
-	fmt.Fprintf(w, "  took\t%v\n", took.Round(time.Millisecond))
+	fmt.Fprintf(w, "  took\t%v\n", r.took.Round(time.Millisecond))
 	fmt.Fprintf(w, "  update conflicts\t%d\n", conflicts.Load())
-	fmt.Fprintf(w, "  leases left\t%d\n", len(leases.Items))
+	fmt.Fprintf(w, "  leases left\t%d\n", r.leasesLeft)
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
+	if r.managerErr != nil {
+		return r.managerErr
 	}
-	if waitErr != nil {
-		return fmt.Errorf("registry has %d of %d entries: %w", len(registry.Data), o.sources, waitErr)
+	if r.waitErr != nil {
+		return fmt.Errorf("registry has %d of %d entries: %w", len(r.registry.Data), o.sources, r.waitErr)
 	}
-	if len(leases.Items) > 0 {
-		return fmt.Errorf("%d Leases left", len(leases.Items))
+	if r.leasesLeft > 0 {
+		return fmt.Errorf("%d Leases left", r.leasesLeft)
 	}
 	if n := conflicts.Load(); n > 0 {
 		return fmt.Errorf("%d updates of the registry met a Conflict", n)
