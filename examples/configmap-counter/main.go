@@ -56,6 +56,7 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -109,7 +110,11 @@ func main() {
 		os.Exit(2)
 	}
 
-	logf.SetLogger(newLogger(o.verbose))
+	logger := newLogger(o.verbose)
+	logf.SetLogger(logger)
+	// client-go's own lines (a warning from the server, a throttled
+	// request) come out in the same format.
+	klog.SetLogger(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// After the first signal, a second one ends the program at once, as it
