@@ -151,7 +151,10 @@ func ratePlot(d chartData) (*plot.Plot, error) {
 	p.Add(figures)
 	p.X.Min = 0
 	p.X.Max *= 1.2 // room for the figures
-	p.Y.Tick.Label.Color = color.Transparent
+	// No names: they stand beside the same rows on the left, and would
+	// take the room of the bars (a transparent colour is not honoured by
+	// every SVG viewer).
+	p.NominalY(make([]string, len(d.rows))...)
 	return p, nil
 }
 
