@@ -163,12 +163,24 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 	return rl
 }
 
-// Namespace returns the namespace that holds this locker's Leases.
-func (rl *ResourceLocker) Namespace() string { return rl.namespace }
+// Namespace returns the namespace that holds this locker's Leases: "" for
+// a nil or zero-value locker, whose calls return an error.
+func (rl *ResourceLocker) Namespace() string {
+	if rl == nil {
+		return ""
+	}
+	return rl.namespace
+}
 
 // LeaseDuration returns the duration written into each Lease this locker
-// acquires, after rounding.
-func (rl *ResourceLocker) LeaseDuration() time.Duration { return rl.leaseDuration }
+// acquires, after rounding: 0 for a nil or zero-value locker, whose calls
+// return an error.
+func (rl *ResourceLocker) LeaseDuration() time.Duration {
+	if rl == nil {
+		return 0
+	}
+	return rl.leaseDuration
+}
 
 // Clock returns the clock that judges expiry: the real clock for a nil or
 // zero-value locker, whose calls return an error.
@@ -183,8 +195,12 @@ func (rl *ResourceLocker) Clock() clock.Clock {
 // AcquireLock of name wrote, on this locker's clock, while the lock is not
 // yet released. Other lockers see the Lease expire no earlier than this time
 // plus LeaseDuration (as far as their clocks agree with this one). It reports
-// false when this locker has no record of the acquisition.
+// false when this locker has no record of the acquisition, and for a nil
+// locker.
 func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
+	if rl == nil {
+		return time.Time{}, false
+	}
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	a, ok := rl.held[holding{name, lockerID}]

@@ -186,3 +186,35 @@ func TestNilOptionAndNilClockAreIgnored(t *testing.T) {
 		})
 	}
 }
+
+// TestAccessorsOfNilAndZeroLocker: a nil locker answers every accessor as a
+// zero-value one does, as Clock always has, instead of panicking; both say
+// what their calls then say, an error.
+func TestAccessorsOfNilAndZeroLocker(t *testing.T) {
+	tests := []struct {
+		name string
+		rl   *resourcelock.ResourceLocker
+	}{
+		{name: "nil", rl: nil},
+		{name: "zero value", rl: &resourcelock.ResourceLocker{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.rl.Namespace(); got != "" {
+				t.Errorf("Namespace: got %q, want \"\"", got)
+			}
+			if got := tt.rl.LeaseDuration(); got != 0 {
+				t.Errorf("LeaseDuration: got %v, want 0", got)
+			}
+			if got := tt.rl.Clock(); got == nil {
+				t.Error("Clock: got nil, want the real clock")
+			}
+			if at, ok := tt.rl.AcquiredAt("lock", "me"); ok {
+				t.Errorf("AcquiredAt: got %v, true, want false", at)
+			}
+			if err := tt.rl.AcquireLock(context.Background(), "lock", "me"); err == nil {
+				t.Error("AcquireLock: got nil, want an error")
+			}
+		})
+	}
+}
