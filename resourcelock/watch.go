@@ -323,7 +323,7 @@ func (rl *ResourceLocker) register(lw *leaseWatch) *leaseWatch {
 		return lw
 	}
 	rl.mu.Unlock()
-	lw.end()
+	lw.discard()
 	return rl.existingWatch(lw.name)
 }
 
@@ -450,36 +450,54 @@ func (lw *leaseWatch) unlist() {
 }
 
 // end marks the watch dead and forgets it, so the next waiter opens another,
-// which starts from what this one learned of the herd.
+// which starts from what this one learned of the herd. It runs once: the
+// pump of a watch ended from outside sees its stream stop, and calls end
+// again, which then does nothing (its record of the herd would overwrite a
+// newer watch's).
+func (lw *leaseWatch) end() { lw.stop(true) }
+
+// discard ends a watch that lost the race to register: it served no
+// waiter, so it leaves the herd's record to the watch that won.
+func (lw *leaseWatch) discard() { lw.stop(false) }
+
+// stop ends the watch, and records what it learned of the herd when record
+// is set.
 //
 // It forgets the watch and marks it dead in one critical section under
 // both locks, as register looks: otherwise register could find it still
-// healthy after end found it not yet registered, and keep a dead watch
-// that nothing would forget.
-func (lw *leaseWatch) end() {
+// healthy after stop found it not yet registered, and keep a dead watch
+// that nothing would forget. It stops the streams after it lets go of the
+// locks: a stream's pump takes lw.mu as it ends.
+func (lw *leaseWatch) stop(record bool) {
 	rl := lw.rl
 	rl.mu.Lock()
 	lw.mu.Lock()
-	defer lw.mu.Unlock()
+	if !lw.healthy {
+		lw.mu.Unlock()
+		rl.mu.Unlock()
+		return
+	}
+	lw.healthy = false
+	lw.wake()
 	if rl.watches[lw.name] == lw {
 		delete(rl.watches, lw.name)
 	}
-	h := lw.herd
-	h.ended = time.Now()
-	if _, ok := rl.herds[lw.name]; !ok && len(rl.herds) >= maxTracked {
-		dropOne(rl.herds)
+	if record {
+		h := lw.herd
+		h.ended = time.Now()
+		if _, ok := rl.herds[lw.name]; !ok && len(rl.herds) >= maxTracked {
+			dropOne(rl.herds)
+		}
+		rl.herds[lw.name] = h
 	}
-	rl.herds[lw.name] = h
+	next, w, cancel := lw.next, lw.w, lw.cancel
+	lw.mu.Unlock()
 	rl.mu.Unlock()
-	if lw.healthy {
-		lw.healthy = false
-		lw.wake()
+	if next != nil {
+		next()
 	}
-	if lw.next != nil {
-		lw.next()
-	}
-	lw.w.Stop()
-	lw.cancel()
+	w.Stop()
+	cancel()
 }
 
 // set records the Lease as now known (nil: deleted) and wakes the waiters.

@@ -662,3 +662,63 @@ func TestTryLockDoesNotWaitOnAWatch(t *testing.T) {
 		t.Errorf("gap after the try-lock: got %v, want %v, unchanged", lw.gap, gap)
 	}
 }
+
+// TestEndRunsOnce: a watch ended from outside (its linger ran out, a
+// waiter gave up on it) stops its stream, whose pump then calls end again.
+// That second end must do nothing: it would write the herd's record anew,
+// over one that a newer watch of the Lease may have left.
+func TestEndRunsOnce(t *testing.T) {
+	rl := NewResourceLocker(fake.NewClientBuilder().Build(), "default", WithMetrics(nil))
+	w := watch.NewFake()
+	lw := &leaseWatch{rl: rl, name: "l", w: w, cancel: func() {}, healthy: true,
+		changed: make(chan struct{}), refs: 1, herd: herd{gap: firstGap, queue: 3}}
+	rl.watches["l"] = lw
+	pumped := make(chan struct{})
+	go func() {
+		defer close(pumped)
+		lw.pump(w)
+	}()
+	lw.end()
+	rl.mu.Lock()
+	first := rl.herds["l"].ended
+	rl.mu.Unlock()
+	<-pumped // the pump saw its stream stop, and has ended lw too if it would
+	rl.mu.Lock()
+	got := rl.herds["l"]
+	rl.mu.Unlock()
+	if !got.ended.Equal(first) {
+		t.Errorf("herd record ended at %v after the pump, want %v: end ran twice", got.ended, first)
+	}
+	if _, ok := rl.watches["l"]; ok {
+		t.Error("the ended watch is still registered")
+	}
+}
+
+// TestRegisterLoserLeavesTheHerd: of two watches of one Lease opened at
+// once, the one that registers second closes at once. It served no waiter,
+// so the herd's record stays the one it found.
+func TestRegisterLoserLeavesTheHerd(t *testing.T) {
+	rl := NewResourceLocker(fake.NewClientBuilder().Build(), "default", WithMetrics(nil))
+	recorded := herd{gap: maxGap, queue: 9, ended: time.Now().Add(-time.Second)}
+	rl.herds["l"] = recorded
+	open := func(queue int) *leaseWatch {
+		return &leaseWatch{rl: rl, name: "l", w: watch.NewFake(), cancel: func() {}, healthy: true,
+			changed: make(chan struct{}), refs: 1, herd: herd{gap: firstGap, queue: queue}}
+	}
+	winner, loser := open(2), open(5)
+	if got := rl.register(winner); got != winner {
+		t.Fatalf("register of the first: got %p, want %p", got, winner)
+	}
+	defer winner.end()
+	got := rl.register(loser)
+	if got != winner {
+		t.Fatalf("register of the second: got %p, want the first, %p", got, winner)
+	}
+	got.drop()
+	if loser.state().healthy {
+		t.Error("the second watch is still open")
+	}
+	if h := rl.herds["l"]; h != recorded {
+		t.Errorf("herd record after the loser closed: got %+v, want %+v", h, recorded)
+	}
+}
