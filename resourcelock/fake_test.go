@@ -80,3 +80,7 @@ func (c WatchListFake) Watch(ctx context.Context, list client.ObjectList, opts .
 	}()
 	return w, nil
 }
+
+// WatchListRecheck is how long a locker that gave up on watch-lists waits
+// on its clock before it asks for one again.
+const WatchListRecheck = watchListRecheck

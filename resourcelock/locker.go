@@ -98,9 +98,12 @@ type ResourceLocker struct {
 	// noWatch turns watching off.
 	watcher client.WithWatch
 	noWatch bool
-	// noWatchList is set once the server rejected, or the client ignored, a
-	// watch that sends the Lease first (see syncWatch).
-	noWatchList atomic.Bool
+	// watchListsOffUntil is when, in UnixNano on the locker's clock, the
+	// locker asks for a watch that sends the Lease first again after the
+	// server rejected, or the client ignored, one (see syncWatch); 0 while
+	// none was. watchListsOffLogged is set once that was logged.
+	watchListsOffUntil  atomic.Int64
+	watchListsOffLogged atomic.Bool
 
 	// observed remembers when this locker first saw each Lease that another
 	// locker holds, in the version it saw, for the unchanged-for-a-duration

@@ -853,7 +853,9 @@ func TestAcquireExpiry(t *testing.T) {
 // watch-list (controller-runtime's fake client ignores one; a server without
 // the WatchList feature refuses it) reads the Lease, watches from that read,
 // and still wakes on the watch. Its locker does not ask for a watch-list
-// again.
+// again until WatchListRecheck has passed on its clock, and then asks once:
+// a watch-list answered late once (a server that queued it) must not turn
+// them off for the locker's life.
 func TestAcquireWithoutWatchList(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -896,8 +898,14 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 			}, funcr.Options{Verbosity: 1}))
 
 			// Two locks, so that the second waiter cannot use the first's
-			// watch.
-			for _, name := range []string{"first", "second"} {
+			// watch; the third comes after the recheck.
+			for _, name := range []string{"first", "second", "third"} {
+				if name == "third" {
+					if got := lists.Load(); got != 1 {
+						t.Errorf("watch-lists asked for before the recheck: got %d, want 1", got)
+					}
+					clk.Step(resourcelock.WatchListRecheck)
+				}
 				if err := other.AcquireLock(ctx, name, holderOther); err != nil {
 					t.Fatalf("AcquireLock %s by the other locker: %v", name, err)
 				}
@@ -911,8 +919,8 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 					t.Fatalf("AcquireLock %s: got %v, want nil once the other released", name, err)
 				}
 			}
-			if got := lists.Load(); got != 1 {
-				t.Errorf("watch-lists asked for: got %d, want 1", got)
+			if got := lists.Load(); got != 2 {
+				t.Errorf("watch-lists asked for: got %d, want 2, the second after the recheck", got)
 			}
 			logMu.Lock()
 			defer logMu.Unlock()
@@ -925,11 +933,11 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 			if said != 1 {
 				t.Errorf("logged that watch-lists are not served %d times, want once: %q", said, logged)
 			}
-			if got, want := log.count("get"), 2; got != want {
+			if got, want := log.count("get"), 3; got != want {
 				t.Errorf("gets: got %d, want %d, one per waiter", got, want)
 			}
-			if got := clk.Now(); !got.Equal(epoch) {
-				t.Errorf("fake clock: got %v, want %v, never stepped", got, epoch)
+			if got, want := clk.Now(), epoch.Add(resourcelock.WatchListRecheck); !got.Equal(want) {
+				t.Errorf("fake clock: got %v, want %v, stepped only to the recheck", got, want)
 			}
 		})
 	}

@@ -43,6 +43,12 @@ const (
 	// Lease before the locker gives up on watch-lists; see syncWatch.
 	minSyncWait = 250 * time.Millisecond
 
+	// watchListRecheck is how long a locker that gave up on watch-lists
+	// reads before it asks for one again: a watch-list answered late (the
+	// server queued it, or had a slow second) says little of the next, and
+	// a server that refuses them costs one refused request per recheck.
+	watchListRecheck = 5 * time.Minute
+
 	// maxConfirm bounds how long a releaser waits for its watch to show its
 	// own deletion before it starts its head start; see herdDelay.
 	maxConfirm = 50 * time.Millisecond
@@ -122,7 +128,7 @@ const contendedFor = time.Minute
 // watches the Lease first, and creates it only when the watch shows it
 // absent, after a random delay that lets one of them go first.
 func (rl *ResourceLocker) contended(name string) bool {
-	if rl.watchable() == nil || rl.noWatchList.Load() || rl.retryTimeout <= 0 {
+	if rl.watchable() == nil || rl.watchListsOff() || rl.retryTimeout <= 0 {
 		return false
 	}
 	rl.mu.Lock()
@@ -189,10 +195,10 @@ func (rl *ResourceLocker) openWatch(ctx context.Context, lease *coordinationv1.L
 // that refuses a watch-list (other than for a transient error), or a client
 // that does not answer one within the retry interval or minSyncWait,
 // whichever is longer (controller-runtime's fake client ignores it), is not
-// asked again by this locker.
+// asked again by this locker for watchListRecheck.
 func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatch {
 	wc := rl.watchable()
-	if wc == nil || rl.noWatchList.Load() {
+	if wc == nil || rl.watchListsOff() {
 		return nil
 	}
 	if lw := rl.existingWatch(name); lw != nil {
@@ -232,12 +238,21 @@ func (rl *ResourceLocker) syncWatch(ctx context.Context, name string) *leaseWatc
 	}
 }
 
-// noWatchLists turns watch-lists off for the locker, and logs why once.
+// noWatchLists turns watch-lists off for the locker for watchListRecheck,
+// and logs why the first time.
 func (rl *ResourceLocker) noWatchLists(ctx context.Context, why error) {
-	if !rl.noWatchList.Swap(true) {
-		logf.FromContext(ctx).V(1).Info("watch-lists not served: waiters read the Lease before they watch it",
+	rl.watchListsOffUntil.Store(rl.clock.Now().Add(watchListRecheck).UnixNano())
+	if !rl.watchListsOffLogged.Swap(true) {
+		logf.FromContext(ctx).V(1).Info("watch-lists not served: waiters read the Lease before they watch it, and ask again every "+watchListRecheck.String(),
 			"namespace", rl.namespace, "reason", why.Error())
 	}
+}
+
+// watchListsOff reports whether the locker gave up on watch-lists less
+// than watchListRecheck ago.
+func (rl *ResourceLocker) watchListsOff() bool {
+	until := rl.watchListsOffUntil.Load()
+	return until != 0 && rl.clock.Now().UnixNano() < until
 }
 
 // startWatch sends the watch of the Lease name with the given options, on

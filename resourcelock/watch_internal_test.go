@@ -596,7 +596,7 @@ func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
 		},
 	})
 	rl = NewResourceLocker(c, "default", WithRetryTimeout(2*time.Second), WithMetrics(nil))
-	rl.noWatchList.Store(true) // read, as against a server without watch-lists
+	rl.noWatchLists(context.Background(), errors.New("refused")) // read, as against a server without watch-lists
 	defer func() {
 		if other != nil {
 			other.end()
