@@ -36,11 +36,15 @@ assets = $(K8S_BIN)/$(1)
 # setup-envtest, say) names binaries a user already has: every target runs
 # against them, builds none, and `make test` runs once. Otherwise the
 # targets run against the binaries built here.
-ifeq ($(origin KUBEBUILDER_ASSETS),environment)
+# (An empty one counts as unset, as envtest reads it; a relative one is
+# made absolute, since each test runs in its package's folder.)
+ifneq ($(and $(filter environment command line,$(origin KUBEBUILDER_ASSETS)),$(strip $(KUBEBUILDER_ASSETS))),)
 ifeq ($(and $(wildcard $(KUBEBUILDER_ASSETS)/kube-apiserver),$(wildcard $(KUBEBUILDER_ASSETS)/etcd)),)
 $(error KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) has no kube-apiserver and etcd: fill it, or unset it to build them here)
 endif
-USER_ASSETS := $(KUBEBUILDER_ASSETS)
+USER_ASSETS := $(abspath $(KUBEBUILDER_ASSETS))
+override KUBEBUILDER_ASSETS := $(USER_ASSETS)
+export KUBEBUILDER_ASSETS
 TEST_VERSIONS := user
 else
 export KUBEBUILDER_ASSETS := $(call assets,$(KUBE_VERSION))
@@ -74,7 +78,7 @@ envtest-bins-all: $(if $(USER_ASSETS),,$(foreach v,$(KUBE_VERSIONS),$(call asset
 # (hack/lib/version.sh), so that `kube-apiserver --version` and the
 # server's /version (which discovery reads) tell the release, not
 # v0.0.0-master. The build date is the release's date, from the module
-# proxy, so that a rebuild makes the same binary.
+# proxy, not the day of the build.
 version_ldflags = $(foreach kv,gitVersion=$(1) gitMajor=$(patsubst v%,%,$(word 1,$(subst ., ,$(1)))) \
 	gitMinor=$(word 2,$(subst ., ,$(1))) gitTreeState=clean gitCommit=,-X k8s.io/component-base/version.$(kv))
 
@@ -97,6 +101,8 @@ $(foreach v,$(KUBE_VERSIONS),$(eval $(call kube_apiserver_rule,$(v))))
 
 $(ETCD): hack/tools/etcd/go.mod hack/tools/etcd/main.go
 	@mkdir -p $(K8S_BIN)
+	@# The binaries of the layout before bin/k8s/VERSION, unused now.
+	@rm -f $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd
 	@echo ">> building etcd $(ETCD_VERSION) into $(K8S_BIN) (first build: about 2 minutes)"
 	@cd hack/tools/etcd && CGO_ENABLED=0 $(GO) build -v -o $@.tmp . 2>&1 | $(PROGRESS)
 	@mv $@.tmp $@
@@ -112,9 +118,10 @@ $(STATICCHECK): hack/tools/lint/go.mod
 	@cd hack/tools/lint && $(GO) build -o $@ honnef.co/go/tools/cmd/staticcheck
 
 .PHONY: lint
-lint: $(STATICCHECK) ## go vet and staticcheck over every package.
+lint: $(STATICCHECK) ## go vet and staticcheck over every package, the chart tool's included.
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	cd hack/tools/benchchart && $(GO) vet ./... && $(STATICCHECK) ./...
 
 # The packages whose tests start an API server (through internal/testenv,
 # internal/localapi or internal/exampletest): `make test` runs them against
@@ -126,11 +133,11 @@ SERVER_PKGS = $(shell $(GO) list -f '{{.ImportPath}}{{range .TestImports}} {{.}}
 test: lint $(if $(USER_ASSETS),,envtest-bins-all) ## Every test, against every supported kube-apiserver release (the other tests once).
 	@$(if $(RACE),,echo ">> no C compiler found: the tests run without the race detector (install gcc for it)")
 	@for v in $(TEST_VERSIONS); do \
-		if [ "$$v" = user ]; then dir=$(USER_ASSETS); else dir=$(K8S_BIN)/$$v; fi; \
-		if [ "$$v" = "$(firstword $(TEST_VERSIONS))" ]; then pkgs=./...; else pkgs="$(SERVER_PKGS)"; fi; \
-		echo ">> go test against $$($$dir/kube-apiserver --version) and etcd $$($$dir/etcd --version | awk '/^etcd Version/ { print $$3 }') in $$dir"; \
+		if [ "$$v" = user ]; then dir="$(USER_ASSETS)"; else dir="$(K8S_BIN)/$$v"; fi; \
+		if [ "$$v" = "$(firstword $(TEST_VERSIONS))" ]; then pkgs=./...; else pkgs="$(or $(SERVER_PKGS),$(error no package found whose tests start an API server))"; fi; \
+		echo ">> go test against $$("$$dir/kube-apiserver" --version) and etcd $$("$$dir/etcd" --version | awk '/^etcd Version/ { print $$3 }') in $$dir"; \
 		echo "   go test $(RACE) -count=1 $$pkgs"; \
-		KUBEBUILDER_ASSETS=$$dir $(GO) test $(RACE) -count=1 $$pkgs || exit 1; \
+		KUBEBUILDER_ASSETS="$$dir" $(GO) test $(RACE) -count=1 $$pkgs || exit 1; \
 	done
 	cd hack/tools/benchchart && $(GO) test -count=1 ./...
 

@@ -51,6 +51,8 @@ func AssetsDir() (string, error) {
 
 // newestRelease returns the folder of the newest release in dir, whose
 // folders are named by release (v1.34.4, v1.37.2), or "" when it has none.
+// A folder without both binaries (a build that was cut short) is passed
+// over.
 func newestRelease(dir string) string {
 	if dir == "" {
 		return ""
@@ -63,7 +65,7 @@ func newestRelease(dir string) string {
 	var name string
 	for _, e := range entries {
 		v, err := version.ParseSemantic(e.Name())
-		if err != nil || !e.IsDir() || !strings.HasPrefix(e.Name(), "v") {
+		if err != nil || !e.IsDir() || !strings.HasPrefix(e.Name(), "v") || !hasBinaries(filepath.Join(dir, e.Name())) {
 			continue
 		}
 		if newest == nil || v.GreaterThan(newest) {
@@ -74,6 +76,16 @@ func newestRelease(dir string) string {
 		return ""
 	}
 	return filepath.Join(dir, name)
+}
+
+// hasBinaries reports whether dir holds every one of Binaries.
+func hasBinaries(dir string) bool {
+	for _, b := range Binaries {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func findUp(rel string) string {

@@ -151,6 +151,7 @@ func TestAssetsDirPicksNewestRelease(t *testing.T) {
 		name    string
 		folders []string // each with both binaries
 		files   []string // beside them, in bin/k8s
+		half    []string // folders with kube-apiserver only
 		want    string   // "" for an error
 	}{
 		{name: "one release", folders: []string{"v1.37.2"}, want: "v1.37.2"},
@@ -158,6 +159,7 @@ func TestAssetsDirPicksNewestRelease(t *testing.T) {
 		{name: "by version, not by name", folders: []string{"v1.9.0", "v1.10.1"}, want: "v1.10.1"},
 		{name: "not a release", folders: []string{"v1.34.4", "scratch", "1.99.0"}, files: []string{"etcd-v3.6.16", "v1.99.0"}, want: "v1.34.4"},
 		{name: "no release", folders: []string{"scratch"}, files: []string{"kube-apiserver", "etcd"}},
+		{name: "a newer build cut short", folders: []string{"v1.34.4"}, half: []string{"v1.37.2"}, want: "v1.34.4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +169,9 @@ func TestAssetsDirPicksNewestRelease(t *testing.T) {
 				writeFiles(t, filepath.Join(k8s, f), localapi.Binaries...)
 			}
 			writeFiles(t, k8s, tt.files...)
+			for _, f := range tt.half {
+				writeFiles(t, filepath.Join(k8s, f), "kube-apiserver")
+			}
 			t.Setenv("KUBEBUILDER_ASSETS", "")
 			t.Chdir(root)
 			got, err := localapi.AssetsDir()
