@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +38,7 @@ func TestCounter(t *testing.T) {
 	if got := exampletest.Figure(t, out, "leases left"); got != 0 {
 		t.Errorf("leases left: got %d, want 0", got)
 	}
-	checkQuiet(t, out)
+	exampletest.CheckQuiet(t, out)
 	spans := readSpans(t, sections, 3, 10)
 	for i, a := range spans {
 		for j, b := range spans[:i] {
@@ -64,22 +63,10 @@ func TestCounter(t *testing.T) {
 	if got := exampletest.Figure(t, out, "lost updates"); got <= 0 {
 		t.Errorf("lost updates without the lock: got %d, want some", got)
 	}
-	checkQuiet(t, out)
+	exampletest.CheckQuiet(t, out)
 	// An update is lost only where two replicas were inside at once.
 	if marks := checkTimeline(t, out, readSpans(t, sections, 3, 10)); marks == 0 {
 		t.Errorf("overlap marks without the lock: got none, want some")
-	}
-}
-
-// checkQuiet fails t if out has a line at error level, or more lines than
-// a screen.
-func checkQuiet(t *testing.T, out string) {
-	t.Helper()
-	if lines := exampletest.ErrorLines(out); len(lines) > 0 {
-		t.Errorf("error lines in a clean run: got %q, want none", lines)
-	}
-	if got := strings.Count(out, "\n"); got > exampletest.ScreenLines {
-		t.Errorf("lines of output: got %d, want at most %d", got, exampletest.ScreenLines)
 	}
 }
 

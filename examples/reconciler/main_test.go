@@ -22,12 +22,7 @@ func TestReconciler(t *testing.T) {
 	out := exampletest.Run(t, bin, "--managers", "3", "--sources", "10", "--timeout", "60s",
 		"--metrics-bind-address", freeAddr(t))
 	t.Logf("\n%s", out)
-	if lines := exampletest.ErrorLines(out); len(lines) > 0 {
-		t.Errorf("error lines in a clean run: got %q, want none", lines)
-	}
-	if got := strings.Count(out, "\n"); got > exampletest.ScreenLines {
-		t.Errorf("lines of output: got %d, want at most %d", got, exampletest.ScreenLines)
-	}
+	exampletest.CheckQuiet(t, out)
 	if got := exampletest.Figure(t, out, "entries merged"); got != 10 {
 		t.Errorf("entries merged: got %d, want 10", got)
 	}

@@ -103,3 +103,15 @@ func ErrorLines(out string) []string {
 // ScreenLines is the height of a terminal: a clean run of an example fits
 // in it, summary and all.
 const ScreenLines = 40
+
+// CheckQuiet fails t if out, the output of a clean run, has a line at
+// error level or more lines than a screen.
+func CheckQuiet(t *testing.T, out string) {
+	t.Helper()
+	if lines := ErrorLines(out); len(lines) > 0 {
+		t.Errorf("error lines in a clean run: got %q, want none", lines)
+	}
+	if got := strings.Count(out, "\n"); got > ScreenLines {
+		t.Errorf("lines of output: got %d, want at most %d", got, ScreenLines)
+	}
+}
