@@ -46,12 +46,12 @@ const (
 	// outcome it could not see.
 	detachedTimeout = 5 * time.Second
 
-	// maxTracked bounds each of the maps a locker keeps. Dropping an entry
-	// costs a request (a release reads the Lease first) or delays a
-	// takeover (the observation starts again). One exception: a holder
-	// whose entry was dropped, because the locker held more than maxTracked
-	// locks at once, renews as if it acquired anew, so a renewal that fails
-	// or is cancelled releases the lock instead of keeping it.
+	// maxTracked bounds the maps a locker keeps of what it saw (observed,
+	// herds). Dropping such an entry costs a request or delays a takeover
+	// (the observation starts again); it changes no outcome. The record of
+	// the locks a locker holds is no cache: at maxTracked entries it drops
+	// only those whose Lease has expired, and otherwise grows with the
+	// locks held at once (see forgetExpired).
 	maxTracked = 1024
 
 	// maxRaces is how many races in a row AcquireLock resolves past its
@@ -966,9 +966,22 @@ func (rl *ResourceLocker) acquired(name, lockerID string, lease *coordinationv1.
 	delete(rl.observed, name)
 	k := holding{name, lockerID}
 	if _, ok := rl.held[k]; !ok && len(rl.held) >= maxTracked {
-		dropOne(rl.held)
+		rl.forgetExpired(at)
 	}
 	rl.held[k] = acquisition{version: versionOf(lease), at: at}
+}
+
+// forgetExpired drops from the held record every lock whose Lease has
+// expired at now, on this locker's clock: a lock its caller never
+// released. What the record does for a lock still held (a refresh that
+// fails keeps it; a release deletes without a read) must not depend on how
+// many others the locker holds. rl.mu must be held.
+func (rl *ResourceLocker) forgetExpired(now time.Time) {
+	for k, a := range rl.held {
+		if now.After(a.at.Add(rl.leaseDuration)) {
+			delete(rl.held, k)
+		}
+	}
 }
 
 // heldVersion returns the version of the Lease this locker holds for
