@@ -361,7 +361,11 @@ func TestContendedLockWatchesFirst(t *testing.T) {
 					return c.Watch(ctx, list, opts...)
 				},
 			})
-			rl := NewResourceLocker(c, "default", WithMetrics(nil), WithRetryTimeout(20*time.Millisecond))
+			// A second: the held cases wait it out on their watch, with no
+			// request, while a shorter one (20ms once) can pass during the
+			// lost Create on a loaded machine, and the call then reads
+			// instead of watching, as it should past its deadline.
+			rl := NewResourceLocker(c, "default", WithMetrics(nil), WithRetryTimeout(time.Second))
 			if tt.herd != nil {
 				rl.herds["l"] = *tt.herd
 			}
