@@ -44,7 +44,7 @@
 // and a Delete with the preconditions remembered from the acquire. A waiter
 // watches the Lease when the client can watch (client.NewWithWatch, or
 // WithWatchClient) and retries the moment it is released; the waiters of one
-// locker share one watch per Lease. The watch sends the Lease first (a
+// locker share one watch per Lease, which Close ends. The watch sends the Lease first (a
 // watch-list), so a waiter does not read it; where the server does not serve
 // watch-lists, a waiter reads the Lease, then watches it. The server
 // compresses each event of a watch-list on its own, so once the Lease looks

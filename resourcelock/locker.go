@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,6 +107,8 @@ type ResourceLocker struct {
 	// none was. watchListsOffLogged is set once that was logged.
 	watchListsOffUntil  atomic.Int64
 	watchListsOffLogged atomic.Bool
+	// closed is set by Close, under mu: the locker opens no more watches.
+	closed atomic.Bool
 
 	// observed remembers when this locker first saw each Lease that another
 	// locker holds, in the version it saw, for the unchanged-for-a-duration
@@ -208,6 +213,29 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 	defer rl.mu.Unlock()
 	a, ok := rl.held[holding{name, lockerID}]
 	return a.at, ok
+}
+
+var _ io.Closer = (*ResourceLocker)(nil)
+
+// Close ends the watches the locker keeps open and opens no more: calls
+// waiting on a watch, and every later call, poll the Lease at the retry
+// interval instead. Locks stay held, and AcquireLock and ReleaseLock go on
+// working. Close is safe while calls are in flight and more than once; it
+// returns nil, and an error only to be an io.Closer. Close a locker that
+// is no longer used: otherwise its watches end only WatchLinger after the
+// last call that used them.
+func (rl *ResourceLocker) Close() error {
+	if rl == nil {
+		return nil
+	}
+	rl.mu.Lock()
+	rl.closed.Store(true)
+	open := slices.Collect(maps.Values(rl.watches))
+	rl.mu.Unlock()
+	for _, lw := range open {
+		lw.end()
+	}
+	return nil
 }
 
 // AcquireLock tries to acquire a Lease-backed lock identified by name.

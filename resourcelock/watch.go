@@ -139,7 +139,7 @@ func (rl *ResourceLocker) contended(name string) bool {
 
 // watchable returns the client to watch Leases with, or nil.
 func (rl *ResourceLocker) watchable() client.WithWatch {
-	if rl.noWatch {
+	if rl.noWatch || rl.closed.Load() {
 		return nil
 	}
 	if rl.watcher != nil {
@@ -321,9 +321,16 @@ func (rl *ResourceLocker) watch(ctx context.Context, wc client.WithWatch, name s
 // unless another call registered one meanwhile: then lw closes and the
 // caller gets a reference to the other, or nil if that one has ended. A
 // watch that ended before it was registered (its connection dropped) is not:
-// its end could not forget it, and nothing else would.
+// its end could not forget it, and nothing else would. Nor is one of a
+// closed locker: it closes, and the caller gets nil.
 func (rl *ResourceLocker) register(lw *leaseWatch) *leaseWatch {
 	rl.mu.Lock()
+	if rl.closed.Load() {
+		// Close ran while lw was being opened.
+		rl.mu.Unlock()
+		lw.discard()
+		return nil
+	}
 	if rl.watches[lw.name] == nil {
 		lw.mu.Lock()
 		healthy := lw.healthy
@@ -433,8 +440,9 @@ func (lw *leaseWatch) apply(w watch.Interface, ev watch.Event) bool {
 // changes since rv that the watch-list sent meanwhile; apply skips them. If
 // the plain watch fails, the watch-list stays.
 func (lw *leaseWatch) unlist() {
+	wc := lw.rl.watchable()
 	lw.mu.Lock()
-	if !lw.healthy {
+	if !lw.healthy || wc == nil { // ended, or the locker closed
 		lw.mu.Unlock()
 		return
 	}
@@ -443,7 +451,7 @@ func (lw *leaseWatch) unlist() {
 	lw.next, lw.replay = cancel, nil
 	lw.mu.Unlock()
 
-	w, err := lw.rl.watch(ctx, lw.rl.watchable(), lw.name, &metav1.ListOptions{ResourceVersion: rv})
+	w, err := lw.rl.watch(ctx, wc, lw.name, &metav1.ListOptions{ResourceVersion: rv})
 
 	lw.mu.Lock()
 	lw.next = nil
