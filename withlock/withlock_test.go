@@ -322,7 +322,13 @@ func TestWithLockAlwaysReleases(t *testing.T) {
 			select {
 			case <-entered:
 			case <-call.done:
-				t.Fatalf("WithLock returned before fn ran: %v", call.err)
+				// Both are ready when fn ran and WithLock returned before
+				// this select, and select picks either.
+				select {
+				case <-entered:
+				default:
+					t.Fatalf("WithLock returned before fn ran: %v", call.err)
+				}
 			}
 			if tt.cancel {
 				cancel()
