@@ -41,6 +41,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -157,6 +158,13 @@ func (o options) validate() error {
 	}
 	if msgs := apivalidation.ValidateNamespaceName(o.namespace, false); len(msgs) > 0 {
 		return fmt.Errorf("invalid --namespace %q: %s", o.namespace, msgs[0])
+	}
+	if o.sections != "" {
+		// Written at the end of the run: a folder that is not there should
+		// not cost the run first.
+		if fi, err := os.Stat(filepath.Dir(o.sections)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("invalid --sections %q: its folder is not there", o.sections)
+		}
 	}
 	return nil
 }

@@ -187,6 +187,7 @@ func TestBadFlags(t *testing.T) {
 		{"negative increments", options{replicas: 1, increments: -1, namespace: "ns"}},
 		{"bad namespace", options{replicas: 1, increments: 1, namespace: "Bad_NS"}},
 		{"empty namespace", options{replicas: 1, increments: 1, namespace: ""}},
+		{"sections in a missing folder", options{replicas: 1, increments: 1, namespace: "ns", sections: "/nonexistent/sections.json"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
