@@ -21,7 +21,7 @@ var (
 	errNilClient     = errors.New("resourcelock: client is nil")
 	errEmptyLockerID = errors.New("resourcelock: invalid lockerID \"\": must not be empty")
 	// errWatchListUnanswered is why a locker stops asking for watch-lists
-	// when one sent nothing in time (see syncWatch).
+	// when one sent nothing in time (see watchRegistry.sync).
 	errWatchListUnanswered = errors.New("resourcelock: the watch-list sent no initial events in time")
 )
 

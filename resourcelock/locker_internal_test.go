@@ -41,13 +41,13 @@ func TestHeldRecordIsNoCache(t *testing.T) {
 				if i < tt.expired {
 					at = now.Add(-rl.leaseDuration - time.Second)
 				}
-				rl.held[holding{fmt.Sprintf("lock-%d", i), "me"}] = acquisition{at: at}
+				rl.records.held[holding{fmt.Sprintf("lock-%d", i), "me"}] = acquisition{at: at}
 			}
 			lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "one-more", UID: "u", ResourceVersion: "1"}}
-			rl.acquired("one-more", "me", lease, now)
+			rl.records.acquired("me", lease, now, rl.leaseDuration)
 			kept := 0
 			for i := range maxTracked {
-				if _, ok := rl.held[holding{fmt.Sprintf("lock-%d", i), "me"}]; ok {
+				if _, ok := rl.records.held[holding{fmt.Sprintf("lock-%d", i), "me"}]; ok {
 					kept++
 					if i < tt.expired {
 						t.Errorf("lock-%d, expired, is still recorded", i)
@@ -57,7 +57,7 @@ func TestHeldRecordIsNoCache(t *testing.T) {
 			if kept != tt.wantKept {
 				t.Errorf("locks recorded of the %d held before: got %d, want %d", maxTracked, kept, tt.wantKept)
 			}
-			if _, ok := rl.held[holding{"one-more", "me"}]; !ok {
+			if _, ok := rl.records.held[holding{"one-more", "me"}]; !ok {
 				t.Error("the new lock is not recorded")
 			}
 		})
@@ -86,16 +86,18 @@ func TestCloseEndsWatches(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- rl.AcquireLock(ctx, "l", "me") }()
-	for limit := time.Now().Add(10 * time.Second); rl.existingWatch("l") == nil; time.Sleep(time.Millisecond) {
+	for limit := time.Now().Add(10 * time.Second); rl.watches.existing("l") == nil; time.Sleep(time.Millisecond) {
 		if time.Now().After(limit) {
 			t.Fatal("the waiter opened no watch within 10s")
 		}
 	}
-	rl.existingWatch("l").drop() // the reference the loop's last look took
+	lw := rl.watches.existing("l")
+	rl.watches.drop(lw)
+	rl.watches.drop(lw) // the reference the loop's last look took
 	if err := rl.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if lw := rl.existingWatch("l"); lw != nil {
+	if lw := rl.watches.existing("l"); lw != nil {
 		t.Error("a watch is still open after Close")
 	}
 	opened := watches.Load()

@@ -269,6 +269,18 @@ func (c *pendingCall) result() error {
 	return c.err
 }
 
+// handoff returns the call's error after its watch showed the Lease
+// deleted, stepping the clock by a millisecond whenever the call waits its
+// turn (a head start of at most headTie, beside the maxConfirm timer, so two
+// timers at once): the watch, not the clock, ended its wait for the holder.
+func (c *pendingCall) handoff() error {
+	c.t.Helper()
+	for c.await(func() bool { return c.clk.Waiters() >= 2 }) {
+		c.clk.Step(time.Millisecond)
+	}
+	return c.err
+}
+
 // noWait returns the call's error and fails the test if the call waits on
 // the clock first.
 func (c *pendingCall) noWait() error {
@@ -472,8 +484,9 @@ func TestAcquireWaitsOnWatch(t *testing.T) {
 				err = call.finish(tt.step)
 			} else {
 				// The waiter's timer stays on the clock until the watch
-				// event ends its wait; the clock is never stepped.
-				err = call.result()
+				// event ends its wait; the clock moves only for its turn
+				// after a deletion.
+				err = call.handoff()
 			}
 			if got := log.count("get"); got != 0 {
 				t.Errorf("gets: got %d, want 0: the watch sends the Lease, and a watching waiter does not poll", got)
@@ -488,8 +501,8 @@ func TestAcquireWaitsOnWatch(t *testing.T) {
 				if got := holderOf(storedLease(t, base)); got != holderMe {
 					t.Errorf("holderIdentity: got %q, want %q", got, holderMe)
 				}
-				if got := clk.Now(); !got.Equal(epoch) {
-					t.Errorf("fake clock: got %v, want %v: the watch, not the clock, woke the waiter", got, epoch)
+				if got := clk.Since(epoch); got > time.Millisecond {
+					t.Errorf("fake clock moved %v, want at most 1ms, the turn after a deletion: the watch, not the clock, woke the waiter", got)
 				}
 				return
 			}
@@ -575,7 +588,10 @@ func TestAcquireRetriesRaces(t *testing.T) {
 			clk := testingclock.NewFakeClock(epoch)
 			rl := resourcelock.NewResourceLocker(counted(base, new(callLog), tt.inject(&raced)), unitNS, resourcelock.WithClock(clk))
 
-			if err := goAcquire(t, rl, clk, context.Background(), holderMe).noWait(); err != nil {
+			// At once: the clock never moves. (After a lost race the call
+			// may wait on a watch for the winner's change, with a timer
+			// that the change, not the clock, ends.)
+			if err := goAcquire(t, rl, clk, context.Background(), holderMe).result(); err != nil {
 				t.Fatalf("AcquireLock: got %v, want nil", err)
 			}
 			if raced != 1 {
@@ -915,7 +931,7 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 					t.Fatalf("ReleaseLock %s by the other locker: %v", name, err)
 				}
 				// The watch, not the clock, wakes the waiter.
-				if err := call.result(); err != nil {
+				if err := call.handoff(); err != nil {
 					t.Fatalf("AcquireLock %s: got %v, want nil once the other released", name, err)
 				}
 			}
@@ -936,8 +952,8 @@ func TestAcquireWithoutWatchList(t *testing.T) {
 			if got, want := log.count("get"), 3; got != want {
 				t.Errorf("gets: got %d, want %d, one per waiter", got, want)
 			}
-			if got, want := clk.Now(), epoch.Add(resourcelock.WatchListRecheck); !got.Equal(want) {
-				t.Errorf("fake clock: got %v, want %v, stepped only to the recheck", got, want)
+			if got, want := clk.Since(epoch), resourcelock.WatchListRecheck; got < want || got > want+3*time.Millisecond {
+				t.Errorf("fake clock moved %v, want %v and at most a millisecond per waiter's turn, stepped only to the recheck", got, want)
 			}
 		})
 	}

@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -42,8 +44,8 @@ func TestHeadStart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for range 200 {
-				if got := headStart(tt.ahead, gap, gap/2, tt.seen); got < tt.min || got > tt.max {
-					t.Fatalf("headStart(%d, %v, %v) = %v, want in [%v, %v]", tt.ahead, gap, tt.seen, got, tt.min, tt.max)
+				if got := delay(tt.ahead, gap, gap/2, tt.seen); got < tt.min || got > tt.max {
+					t.Fatalf("delay(%d, %v, %v) = %v, want in [%v, %v]", tt.ahead, gap, tt.seen, got, tt.min, tt.max)
 				}
 			}
 		})
@@ -150,16 +152,13 @@ func TestHerdDelayCohort(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			lw := &leaseWatch{rounds: tt.rounds, herd: herd{gap: gap, queue: tt.queue}}
+			h := herd{gap: gap, queue: tt.queue}
 			var longest time.Duration
 			for range 200 {
-				// Deleted just now, each time: the delay counts from the
-				// deletion, and on a loaded machine 200 calls can take
-				// longer than the window.
-				lw.deletedAt = time.Now()
-				d, cohort := lw.herdDelay(tt.lost, 0, spread)
+				// Seen at the deletion: the delay counts from it.
+				d, cohort := h.delayFor(tt.rounds, turns{handoffs: tt.lost, spread: spread}, 0)
 				if cohort != tt.cohort {
-					t.Fatalf("herdDelay(%d, 0, %v) with rounds %d, queue %d: got cohort %t, want %t", tt.lost, spread, tt.rounds, tt.queue, cohort, tt.cohort)
+					t.Fatalf("delayFor(%d, {%d, %v}) with queue %d: got cohort %t, want %t", tt.rounds, tt.lost, spread, tt.queue, cohort, tt.cohort)
 				}
 				longest = max(longest, d)
 			}
@@ -175,7 +174,7 @@ func TestHerdDelayCohort(t *testing.T) {
 // waiter wins cleanly narrows the spread again; outside a cohort the spread
 // stays as it was.
 func TestCohortSpread(t *testing.T) {
-	a := &acquirer{lw: &leaseWatch{herd: herd{gap: firstGap}}, delayed: true, cohort: true}
+	a := &turns{cohort: true}
 	a.rtt = 15 * time.Millisecond
 	a.lost(true)
 	if a.spread != 15*time.Millisecond {
@@ -239,23 +238,23 @@ func TestHerdOutlivesWatch(t *testing.T) {
 	if err := c.Create(context.Background(), lease); err != nil {
 		t.Fatal(err)
 	}
-	lw := rl.openWatch(context.Background(), lease)
+	lw := rl.watches.watch(context.Background(), lease)
 	if lw == nil {
-		t.Fatal("openWatch: got nil, want a watch")
+		t.Fatal("watch: got nil, want a watch")
 	}
 	lw.set(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
 		Name: "l", Annotations: map[string]string{HandoffsAnnotation: "7"},
 	}})
 	lw.collided()
 	wantGap := lw.gap
-	lw.end()
-	next := rl.openWatch(context.Background(), lease)
+	rl.watches.end(lw, true)
+	next := rl.watches.watch(context.Background(), lease)
 	if next == nil {
-		t.Fatal("openWatch after end: got nil, want a watch")
+		t.Fatal("watch after end: got nil, want a watch")
 	}
-	defer next.end()
+	defer rl.watches.end(next, true)
 	if next == lw {
-		t.Fatal("openWatch after end: got the ended watch")
+		t.Fatal("watch after end: got the ended watch")
 	}
 	if got := next.state().lease; got != lease {
 		t.Errorf("new watch starts from %v, want the Lease it was opened with", got)
@@ -296,11 +295,11 @@ func TestFollowCountsCoalescedHandoffs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := &acquirer{lease: tt.before}
-			if !a.follow(watchState{lease: tt.after, seq: 2, healthy: true}) {
+			if _, ok := a.follow(watchState{lease: tt.after, seq: 2, healthy: true}); !ok {
 				t.Fatal("follow of a healthy watch: got false")
 			}
-			if a.handoffs != tt.wantCounts {
-				t.Errorf("handoffs: got %d, want %d", a.handoffs, tt.wantCounts)
+			if a.turns.handoffs != tt.wantCounts {
+				t.Errorf("handoffs: got %d, want %d", a.turns.handoffs, tt.wantCounts)
 			}
 			if a.lease != tt.after {
 				t.Errorf("lease: got %v, want the watch's", a.lease)
@@ -371,7 +370,7 @@ func TestContendedLockWatchesFirst(t *testing.T) {
 			// instead of watching, as it should past its deadline.
 			rl := NewResourceLocker(c, "default", WithMetrics(nil), WithRetryTimeout(time.Second))
 			if tt.herd != nil {
-				rl.herds["l"] = *tt.herd
+				rl.watches.herds["l"] = *tt.herd
 			}
 			err := rl.AcquireLock(context.Background(), "l", "me")
 			if tt.held != errors.Is(err, ErrLockHeld) {
@@ -426,19 +425,19 @@ func TestBusyWatchListTurnsPlain(t *testing.T) {
 		return slices.Clone(watches)
 	}
 
-	first := rl.syncWatch(context.Background(), "l")
+	first := rl.watches.sync(context.Background(), "l")
 	if first == nil {
-		t.Fatal("syncWatch: got nil, want the watch")
+		t.Fatal("sync: got nil, want the watch")
 	}
-	second := rl.existingWatch("l") // a concurrent waiter
-	second.drop()
-	first.drop() // lingers
+	second := rl.watches.existing("l") // a concurrent waiter
+	rl.watches.drop(second)
+	rl.watches.drop(first) // lingers
 	if got, want := requests(), []request{{list: true}}; !slices.Equal(got, want) {
 		t.Fatalf("watches while in use: got %v, want %v", got, want)
 	}
 
-	busy := rl.existingWatch("l")
-	t.Cleanup(busy.end)
+	busy := rl.watches.existing("l")
+	t.Cleanup(func() { rl.watches.end(busy, true) })
 	select {
 	case <-plain:
 	case <-time.After(10 * time.Second): // a hang, not a speed limit
@@ -463,10 +462,10 @@ func TestBusyWatchListTurnsPlain(t *testing.T) {
 		}
 	}
 
-	busy.drop()
-	again := rl.existingWatch("l")
+	rl.watches.drop(busy)
+	again := rl.watches.existing("l")
 	if again != busy {
-		t.Fatal("existingWatch: got another watch, want the lingering one")
+		t.Fatal("existing: got another watch, want the lingering one")
 	}
 	select {
 	case <-plain:
@@ -481,7 +480,7 @@ func TestBusyWatchListTurnsPlain(t *testing.T) {
 // plain watch's events apply.
 func TestUnlistSkipsReplayedChanges(t *testing.T) {
 	list, plain := watch.NewFake(), watch.NewFake()
-	lw := &leaseWatch{name: "l", w: list, healthy: true, changed: make(chan struct{}), next: func() {}}
+	lw := &leaseWatch{name: "l", clock: clock.RealClock{}, streams: streams{w: list, next: func() {}}, healthy: true, changed: make(chan struct{})}
 	version := func(rv string) *coordinationv1.Lease {
 		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "l", ResourceVersion: rv}}
 	}
@@ -529,29 +528,29 @@ func TestDeadWatchIsNotRegistered(t *testing.T) {
 		},
 	})
 	rl := NewResourceLocker(c, "default", WithMetrics(nil))
-	lw, err := rl.startWatch(context.Background(), rl.watchable(), "l", lease, &metav1.ListOptions{ResourceVersion: "5"})
+	lw, err := rl.watches.start(context.Background(), "l", lease, &metav1.ListOptions{ResourceVersion: "5"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for lw.state().healthy {
 		<-lw.state().changed // until the pump has seen the end
 	}
-	if got := rl.register(lw); got != nil {
+	if got := rl.watches.register(lw); got != nil {
 		t.Errorf("register of an ended watch: got a watch (healthy %v), want nil", got.state().healthy)
 	}
-	if got := rl.existingWatch("l"); got != nil {
-		t.Fatalf("existingWatch after the ended watch: got one (healthy %v), want none", got.state().healthy)
+	if got := rl.watches.existing("l"); got != nil {
+		t.Fatalf("existing after the ended watch: got one (healthy %v), want none", got.state().healthy)
 	}
 	dropped = false
-	next := rl.openWatch(context.Background(), lease)
+	next := rl.watches.watch(context.Background(), lease)
 	if next == nil || !next.state().healthy {
-		t.Fatal("openWatch once the server answers: got no healthy watch")
+		t.Fatal("watch once the server answers: got no healthy watch")
 	}
-	defer next.end()
-	if got := rl.existingWatch("l"); got != next {
-		t.Errorf("existingWatch: got %p, want the new watch %p", got, next)
+	defer rl.watches.end(next, true)
+	if got := rl.watches.existing("l"); got != next {
+		t.Errorf("existing: got %p, want the new watch %p", got, next)
 	} else {
-		got.drop()
+		rl.watches.drop(got)
 	}
 }
 
@@ -593,21 +592,21 @@ func TestWaitFollowsAnotherCallsWatch(t *testing.T) {
 				return err
 			}
 			var err error
-			if other, err = rl.startWatch(ctx, rl.watchable(), "l", obj.(*coordinationv1.Lease).DeepCopy(), &metav1.ListOptions{}); err != nil {
+			if other, err = rl.watches.start(ctx, "l", obj.(*coordinationv1.Lease).DeepCopy(), &metav1.ListOptions{}); err != nil {
 				return err
 			}
 			other.set(nil)
-			if rl.register(other) != other {
+			if rl.watches.register(other) != other {
 				return errors.New("the other call's watch was not registered")
 			}
 			return nil
 		},
 	})
 	rl = NewResourceLocker(c, "default", WithRetryTimeout(2*time.Second), WithMetrics(nil))
-	rl.noWatchLists(context.Background(), errors.New("refused")) // read, as against a server without watch-lists
+	rl.watches.noWatchLists(logr.Discard(), errors.New("refused")) // read, as against a server without watch-lists
 	defer func() {
 		if other != nil {
-			other.end()
+			rl.watches.end(other, true)
 		}
 		close(events) // a ProxyWatcher's results end only when its channel does
 	}()
@@ -638,18 +637,18 @@ func TestTryLockDoesNotWaitOnAWatch(t *testing.T) {
 		},
 	})
 	rl := NewResourceLocker(c, "default", WithRetryTimeout(0), WithRetryInterval(time.Minute), WithMetrics(nil))
-	lw, err := rl.startWatch(context.Background(), rl.watchable(), "l", held.DeepCopy(), &metav1.ListOptions{})
+	lw, err := rl.watches.start(context.Background(), "l", held.DeepCopy(), &metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer close(events)
-	defer lw.end()
+	defer rl.watches.end(lw, true)
 	lw.mu.Lock()
 	lw.rounds = 10000 // a head start of 10000 gaps, 20s or more
 	gap := lw.gap
 	lw.mu.Unlock()
 	lw.set(nil)
-	if rl.register(lw) != lw {
+	if rl.watches.register(lw) != lw {
 		t.Fatal("the watch was not registered")
 	}
 	done := make(chan error, 1)
@@ -677,27 +676,29 @@ func TestTryLockDoesNotWaitOnAWatch(t *testing.T) {
 // over one that a newer watch of the Lease may have left.
 func TestEndRunsOnce(t *testing.T) {
 	rl := NewResourceLocker(fake.NewClientBuilder().Build(), "default", WithMetrics(nil))
+	reg := rl.watches
 	w := watch.NewFake()
-	lw := &leaseWatch{rl: rl, name: "l", w: w, cancel: func() {}, healthy: true,
-		changed: make(chan struct{}), refs: 1, herd: herd{gap: firstGap, queue: 3}}
-	rl.watches["l"] = lw
+	lw := newLeaseWatch(context.Background(), reg.clock, "l", streams{w: w, cancel: func() {}}, false,
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "l"}}, herd{gap: firstGap, queue: 3})
+	reg.open["l"] = &entry{lw: lw, refs: 1}
 	pumped := make(chan struct{})
 	go func() {
 		defer close(pumped)
-		lw.pump(w)
+		reg.follow(lw, w)
 	}()
-	lw.end()
-	rl.mu.Lock()
-	first := rl.herds["l"].ended
-	rl.mu.Unlock()
+	reg.end(lw, true)
+	reg.mu.Lock()
+	first := reg.herds["l"].ended
+	reg.mu.Unlock()
 	<-pumped // the pump saw its stream stop, and has ended lw too if it would
-	rl.mu.Lock()
-	got := rl.herds["l"]
-	rl.mu.Unlock()
+	reg.mu.Lock()
+	got := reg.herds["l"]
+	_, registered := reg.open["l"]
+	reg.mu.Unlock()
 	if !got.ended.Equal(first) {
 		t.Errorf("herd record ended at %v after the pump, want %v: end ran twice", got.ended, first)
 	}
-	if _, ok := rl.watches["l"]; ok {
+	if registered {
 		t.Error("the ended watch is still registered")
 	}
 }
@@ -707,26 +708,30 @@ func TestEndRunsOnce(t *testing.T) {
 // so the herd's record stays the one it found.
 func TestRegisterLoserLeavesTheHerd(t *testing.T) {
 	rl := NewResourceLocker(fake.NewClientBuilder().Build(), "default", WithMetrics(nil))
+	reg := rl.watches
 	recorded := herd{gap: maxGap, queue: 9, ended: time.Now().Add(-time.Second)}
-	rl.herds["l"] = recorded
+	reg.herds["l"] = recorded
 	open := func(queue int) *leaseWatch {
-		return &leaseWatch{rl: rl, name: "l", w: watch.NewFake(), cancel: func() {}, healthy: true,
-			changed: make(chan struct{}), refs: 1, herd: herd{gap: firstGap, queue: queue}}
+		return newLeaseWatch(context.Background(), reg.clock, "l", streams{w: watch.NewFake(), cancel: func() {}}, false,
+			nil, herd{gap: firstGap, queue: queue})
 	}
 	winner, loser := open(2), open(5)
-	if got := rl.register(winner); got != winner {
+	if got := reg.register(winner); got != winner {
 		t.Fatalf("register of the first: got %p, want %p", got, winner)
 	}
-	defer winner.end()
-	got := rl.register(loser)
+	defer reg.end(winner, true)
+	got := reg.register(loser)
 	if got != winner {
 		t.Fatalf("register of the second: got %p, want the first, %p", got, winner)
 	}
-	got.drop()
+	reg.drop(got)
 	if loser.state().healthy {
 		t.Error("the second watch is still open")
 	}
-	if h := rl.herds["l"]; h != recorded {
+	reg.mu.Lock()
+	h := reg.herds["l"]
+	reg.mu.Unlock()
+	if h != recorded {
 		t.Errorf("herd record after the loser closed: got %+v, want %+v", h, recorded)
 	}
 }

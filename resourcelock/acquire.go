@@ -1,0 +1,360 @@
+package resourcelock
+
+// One AcquireLock call as a run of named steps: read, create (or, after a
+// handoff, wait for its turn and create), claim (take over or renew), wait.
+// Each step sends at most one request or waits once, and returns the step
+// that comes next; docs/design.md draws them. The Lease I/O is lease.go's,
+// the watches watches.go's, and the order among waiters fairness.go's.
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+const (
+	// maxRaces is how many races in a row AcquireLock resolves past its
+	// deadline before it gives up with the last one.
+	maxRaces = 4
+
+	// firstBackoff is the first wait after a transient server error; it
+	// doubles, with jitter, up to the retry interval.
+	firstBackoff = 20 * time.Millisecond
+)
+
+// step is what an acquisition does next.
+type step int
+
+const (
+	// stepRead learns the Lease: from a watch, a watch-list, or a Get.
+	stepRead step = iota
+	// stepCreate creates the Lease, which the call believes absent.
+	stepCreate
+	// stepHandoff waits for the call's turn at a Lease that its watch
+	// showed deleted, then creates it.
+	stepHandoff
+	// stepClaim judges the Lease as read: it takes it over or renews it
+	// when it is expired or lockerID's, and waits otherwise.
+	stepClaim
+	// stepWait waits for the held Lease to change or expire.
+	stepWait
+	// stepDone ends the call: lockerID holds the lock.
+	stepDone
+)
+
+// standing is what the call is to the lock it asks for.
+type standing int
+
+const (
+	// notHolder: this locker did not hold the Lease for lockerID when the
+	// call began.
+	notHolder standing = iota
+	// heldBefore: it did, in version acquirer.held; the caller holds the
+	// lock already, and the call renews it.
+	heldBefore
+	// renewing: heldBefore, and the call sent a refresh of that Lease. A
+	// refresh that fails or is cancelled leaves the lock held, as it was
+	// before the call.
+	renewing
+)
+
+// sent is the kind of the request that failed.
+type sent int
+
+const (
+	sentRead sent = iota
+	// sentWrite may have made lockerID the holder, unseen.
+	sentWrite
+	// sentRefresh renewed a Lease the caller held already.
+	sentRefresh
+)
+
+// acquirer is the state of one AcquireLock call.
+type acquirer struct {
+	rl              *ResourceLocker
+	name, lockerID  string
+	start, deadline time.Time
+	backoff         wait.Backoff
+
+	standing standing
+	held     version // the Lease as this locker held it for lockerID
+	// uncertain is set once a write whose outcome the call did not see
+	// may have made lockerID the holder: giving up then releases the
+	// Lease.
+	uncertain bool
+
+	lease *coordinationv1.Lease // as last seen; nil when absent
+	until time.Time             // when lease expires, for stepWait
+	races int                   // races lost in a row, without a wait
+
+	lw    *leaseWatch // the watch of the Lease, once the call uses one
+	seq   uint64      // the watch's seq when lease was taken from it
+	turns turns       // the call's place among the waiters
+
+	// firstHeld is when the call first found the lock held by another, and
+	// previousHolder the holder of the expired Lease it took over, for
+	// AcquireLock's metrics and log.
+	firstHeld      time.Time
+	previousHolder string
+}
+
+// acquire runs the steps of one AcquireLock call until lockerID holds the
+// lock or the call gives up.
+func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, start time.Time) (*acquirer, error) {
+	a := &acquirer{rl: rl, name: name, lockerID: lockerID, start: start, deadline: start.Add(rl.retryTimeout), backoff: rl.backoff()}
+	if held, ok := rl.records.heldBy(name, lockerID); ok {
+		a.standing, a.held = heldBefore, held.version
+	}
+	defer func() {
+		if a.lw != nil {
+			rl.watches.drop(a.lw)
+		}
+	}()
+	for next := a.begin(); next != stepDone; {
+		var err error
+		switch next {
+		case stepRead:
+			next, err = a.read(ctx)
+		case stepCreate:
+			next, err = a.create(ctx, false)
+		case stepHandoff:
+			next, err = a.handoff(ctx)
+		case stepClaim:
+			next, err = a.claim(ctx)
+		case stepWait:
+			next, err = a.wait(ctx)
+		}
+		if err != nil {
+			return a, rl.giveUp(ctx, name, lockerID, a.uncertain, err)
+		}
+	}
+	return a, nil
+}
+
+// begin picks the first step. A watch this locker keeps open already knows
+// the Lease. Otherwise the call assumes the Lease absent and creates it,
+// but for a Lease that lockers took turns at just before (the others likely
+// ask again too: watch it first) and for a holder (its Create can only
+// fail, and one whose outcome it could not see would leave the call unsure
+// whether it made a new Lease, which a failed call releases).
+func (a *acquirer) begin() step {
+	if a.lw = a.rl.watches.existing(a.name); a.lw != nil {
+		if next, ok := a.adopt(a.lw.state()); ok {
+			return next
+		}
+		return stepCreate
+	}
+	if a.standing == heldBefore || a.rl.watches.contended(a.name) {
+		return stepRead
+	}
+	return stepCreate
+}
+
+// read learns the Lease. It waits for the watch, if one follows the Lease;
+// a call that can wait opens a watch-list, which sends the Lease first and
+// then follows it; the rest read it. A try-lock reads, and so does a holder,
+// which will likely renew it without waiting.
+func (a *acquirer) read(ctx context.Context) (step, error) {
+	if next, ok := a.awaitWatch(ctx); ok {
+		return next, nil
+	}
+	if a.lw == nil && a.standing == notHolder && a.rl.clock.Now().Before(a.deadline) {
+		if a.lw = a.rl.watches.sync(ctx, a.name); a.lw != nil {
+			if next, ok := a.adopt(a.lw.state()); ok {
+				return next, nil
+			}
+			return stepRead, nil
+		}
+	}
+	if err := a.get(ctx); err != nil {
+		return a.failed(ctx, err, sentRead)
+	}
+	if a.lease == nil {
+		return stepCreate, nil
+	}
+	return stepClaim, nil
+}
+
+// get reads the Lease into a.lease.
+func (a *acquirer) get(ctx context.Context) error {
+	lease, err := a.rl.leases.get(ctx, a.name)
+	if err != nil {
+		a.rl.metrics.APIError(a.name, err)
+		return err
+	}
+	a.lease = lease
+	return nil
+}
+
+// handoff waits for the call's turn at a Lease its watch showed deleted,
+// and creates it then, unless another waiter's Lease comes first. Past its
+// deadline (a try-lock's is its start) the call takes no turn: it creates
+// at once, and its Create is no handoff that tunes the herd's gap.
+func (a *acquirer) handoff(ctx context.Context) (step, error) {
+	if !a.rl.clock.Now().Before(a.deadline) {
+		return stepCreate, nil
+	}
+	mine, err := a.awaitTurn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if !mine {
+		return stepClaim, nil
+	}
+	return a.create(ctx, true)
+}
+
+// create creates the Lease; handoff is set when the call waited its turn.
+func (a *acquirer) create(ctx context.Context, handoff bool) (step, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	sentAt := a.rl.clock.Now()
+	lease, err := a.rl.leases.create(ctx, a.name, a.lockerID, a.turns.handoffs)
+	a.turns.rtt = a.rl.clock.Since(sentAt)
+	if err == nil {
+		return a.acquired(ctx, lease, handoff, false)
+	}
+	a.rl.metrics.APIError(a.name, err)
+	if !apierrors.IsAlreadyExists(err) {
+		return a.failed(ctx, err, sentWrite)
+	}
+	if handoff {
+		a.lostHandoff(true)
+	} else {
+		// Held when the call came: others may have asked together with it.
+		a.turns.widen()
+	}
+	return a.raced(err, stepRead)
+}
+
+// claim takes the Lease over when it is free, renews it when lockerID holds
+// it, and waits otherwise, until the deadline.
+func (a *acquirer) claim(ctx context.Context) (step, error) {
+	rl := a.rl
+	now := rl.clock.Now()
+	expired, until := rl.leases.expired(a.lease, now)
+	previous := holder(a.lease)
+	if previous != a.lockerID && !expired {
+		if a.firstHeld.IsZero() {
+			a.firstHeld = now
+		}
+		if !now.Before(a.deadline) {
+			return 0, &HeldError{Namespace: rl.namespace, Name: a.name, Holder: previous, Until: until, Waited: now.Sub(a.start)}
+		}
+		a.until = until
+		return stepWait, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	kind := sentWrite
+	if previous == a.lockerID && !expired && a.renews(a.lease) {
+		kind, a.standing = sentRefresh, renewing
+	}
+	lease, err := rl.leases.claim(ctx, a.lease, a.lockerID)
+	if err == nil {
+		if previous != a.lockerID {
+			a.previousHolder = previous
+		}
+		return a.acquired(ctx, lease, false, kind == sentRefresh)
+	}
+	rl.metrics.APIError(a.name, err)
+	switch {
+	case apierrors.IsConflict(err):
+		return a.raced(err, stepRead)
+	case apierrors.IsNotFound(err):
+		a.lease = nil
+		return a.raced(err, stepCreate)
+	}
+	return a.failed(ctx, err, kind)
+}
+
+// renews reports whether a write of lease renews the Lease as this locker
+// held it for lockerID when the call began, or as an earlier refresh of
+// this call (whose response may have been lost) left it.
+func (a *acquirer) renews(lease *coordinationv1.Lease) bool {
+	switch a.standing {
+	case heldBefore:
+		return versionOf(lease) == a.held
+	case renewing:
+		return lease.UID == a.held.uid
+	}
+	return false
+}
+
+// acquired ends the call after a write made lockerID the holder: it shows
+// the Lease to the locker's other waiters, and tunes the herd's gap after a
+// handoff. If the caller cancelled while the write was in flight, the call
+// gives up and releases the lock, but for a refresh, which leaves the lock
+// the caller held before it.
+func (a *acquirer) acquired(ctx context.Context, lease *coordinationv1.Lease, handoff, refresh bool) (step, error) {
+	if a.lw != nil {
+		if handoff {
+			a.lw.won()
+		}
+		a.lw.set(lease)
+	}
+	if err := ctx.Err(); err != nil {
+		a.uncertain = !refresh
+		return 0, err
+	}
+	return stepDone, nil
+}
+
+// raced goes on with next after another writer won a race (AlreadyExists,
+// Conflict, NotFound): at once, but not for ever past the deadline. A Lease
+// that changes under every write must not hold the caller much longer than
+// the retry timeout; a few races in a row are normal (a takeover that meets
+// a delete, then a create), even for a try-lock. Past them the call gives
+// up with the contract's ErrLockHeld, which wraps the last race.
+func (a *acquirer) raced(race error, next step) (step, error) {
+	if a.races++; a.races <= maxRaces || a.rl.clock.Now().Before(a.deadline) {
+		return next, nil
+	}
+	held := &HeldError{Namespace: a.rl.namespace, Name: a.name, Waited: a.rl.clock.Since(a.start), race: race}
+	if a.lease != nil {
+		held.Holder = holder(a.lease)
+	}
+	return 0, held
+}
+
+// failed handles an error of a request of the given kind: the call gives
+// up on a cancel, on an error a retry cannot mend, and at the deadline;
+// otherwise it backs off and reads again. A write that failed without a
+// rejection may have taken effect: giving up then releases the Lease.
+func (a *acquirer) failed(ctx context.Context, err error, kind sent) (step, error) {
+	if kind == sentWrite && (ctx.Err() != nil || !rejected(err)) {
+		a.uncertain = true
+	}
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	err = fmt.Errorf("resourcelock: acquire lock %s/%s: %w", a.rl.namespace, a.name, err)
+	now := a.rl.clock.Now()
+	if !transient(err) || !now.Before(a.deadline) {
+		return 0, err
+	}
+	if err := a.rl.sleep(ctx, min(a.backoff.Step(), a.deadline.Sub(now))); err != nil {
+		return 0, err
+	}
+	return stepRead, nil
+}
+
+// lostHandoff counts a handoff that another waiter won after the call waited
+// its turn: its Create collided with the winner's, or it saw the winner's
+// Lease first.
+func (a *acquirer) lostHandoff(collided bool) {
+	if a.turns.lost(collided) {
+		// A cohort sees many more handoffs: stop paying for a compressed
+		// event each.
+		a.rl.watches.busy(a.lw)
+	}
+	if collided {
+		a.lw.collided()
+	}
+}

@@ -1,0 +1,92 @@
+package resourcelock
+
+// ReleaseLock's loop, and the release of a Lease that a failed AcquireLock
+// may have won.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// release deletes the Lease name if lockerID holds it. It deletes the
+// version this locker recorded at once; without a record, or when the Lease
+// changed since, it reads the Lease and decides again.
+func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) error {
+	a, known := rl.records.released(name, lockerID)
+	v := a.version
+	log := logf.FromContext(ctx).WithValues("lock", name, "namespace", rl.namespace, "holder", lockerID)
+	deadline := rl.clock.Now().Add(rl.retryTimeout)
+	backoff := rl.backoff()
+	for {
+		var err error
+		if !known {
+			lease, gerr := rl.leases.get(ctx, name)
+			err = gerr
+			switch {
+			case err != nil:
+				rl.metrics.APIError(name, err)
+			case lease == nil:
+				return nil
+			case holder(lease) != lockerID:
+				if holder(lease) != "" && !a.at.IsZero() {
+					rl.metrics.ReleaseTakenOver(name)
+					log.Info("lock was taken over before release", "holderNow", holder(lease))
+				}
+				return nil
+			default:
+				v, known = versionOf(lease), true
+			}
+		}
+		if known {
+			err = rl.leases.delete(ctx, name, v)
+			switch {
+			case err == nil:
+				rl.watches.deleted(name, v.uid)
+				if !a.at.IsZero() {
+					rl.metrics.Hold(name, rl.clock.Since(a.at))
+				}
+				log.V(1).Info("released lock")
+				return nil
+			case apierrors.IsNotFound(err):
+				return nil
+			case apierrors.IsConflict(err):
+				// The Lease changed since lockerID acquired it: read it and
+				// decide again.
+				rl.metrics.APIError(name, err)
+				known = false
+				continue
+			}
+			rl.metrics.APIError(name, err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err = fmt.Errorf("resourcelock: release lock %s/%s: %w", rl.namespace, name, err)
+		now := rl.clock.Now()
+		if !transient(err) || !now.Before(deadline) {
+			return err
+		}
+		if err := rl.sleep(ctx, min(backoff.Step(), deadline.Sub(now))); err != nil {
+			return err
+		}
+	}
+}
+
+// giveUp ends a failed AcquireLock. When a write may have made lockerID the
+// holder without AcquireLock seeing it, it releases the Lease on a context of
+// its own, so the caller's cancellation does not leak the lock.
+func (rl *ResourceLocker) giveUp(ctx context.Context, name, lockerID string, uncertain bool, err error) error {
+	if !uncertain {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
+	defer cancel()
+	if rerr := rl.release(ctx, name, lockerID); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}

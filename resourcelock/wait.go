@@ -1,0 +1,238 @@
+package resourcelock
+
+// The waits of an acquisition: for the held Lease to change or expire (on
+// its watch, or polling), for the watch to show what a read would, and for
+// the call's turn after a handoff. Every wait is on the locker's clock.
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// wait waits for the held Lease to change: on its watch when the client can
+// watch, polling at the retry interval otherwise. Either way it wakes when
+// the Lease would expire and at the deadline, and then judges it again.
+func (a *acquirer) wait(ctx context.Context) (step, error) {
+	rl := a.rl
+	a.races = 0
+	if a.lw == nil {
+		if next, ok := a.watchHeld(ctx); !ok {
+			return next, nil
+		}
+	}
+	now := rl.clock.Now()
+	var s watchState
+	if a.lw != nil {
+		s = a.lw.state()
+	}
+	if !s.healthy {
+		if err := rl.sleep(ctx, rl.pollWait(now, a.until, a.deadline)); err != nil {
+			return 0, err
+		}
+		return stepRead, nil
+	}
+	if s.seq != a.seq {
+		next, _ := a.follow(s)
+		return next, nil
+	}
+	d := a.deadline.Sub(now)
+	if !a.until.IsZero() {
+		// A millisecond past the expiry, so that the next judgement sees
+		// it expired.
+		d = min(d, a.until.Sub(now)+time.Millisecond)
+	}
+	timeout, stop := rl.timer(d)
+	defer stop()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-timeout:
+		return stepClaim, nil // it expired, or time is up
+	case <-s.changed:
+		if next, ok := a.follow(a.lw.state()); ok {
+			return next, nil
+		}
+		return stepRead, nil // the watch ended: read, then poll
+	}
+}
+
+// watchHeld starts watching the held Lease from the version the call read.
+// It reports false, with the step to take, when another call's watch opened
+// meanwhile knows another version than this call read, older or newer:
+// waiting for its next change could miss a deletion it has already shown,
+// and taking its version could go back to an older one. The call then reads
+// the Lease again and waits on the watch from there.
+func (a *acquirer) watchHeld(ctx context.Context) (step, bool) {
+	if a.lw = a.rl.watches.watch(ctx, a.lease); a.lw == nil {
+		return stepWait, true
+	}
+	s := a.lw.state()
+	a.seq = s.seq
+	if !s.healthy || !s.synced || s.lease != nil && versionOf(s.lease) == versionOf(a.lease) {
+		return stepWait, true
+	}
+	if err := a.get(ctx); err != nil {
+		return stepRead, false
+	}
+	if a.lease == nil {
+		return stepCreate, false
+	}
+	return stepClaim, false
+}
+
+// adopt takes the Lease as the watch shows it, if the watch is healthy, and
+// returns the step that follows: a Lease the watch shows deleted is a
+// handoff among its waiters.
+func (a *acquirer) adopt(s watchState) (step, bool) {
+	if !s.healthy {
+		return stepRead, false
+	}
+	a.lease, a.seq = s.lease, s.seq
+	if s.lease == nil {
+		return stepHandoff, true
+	}
+	return stepClaim, true
+}
+
+// follow adopts the Lease as the watch shows it after a wait, and counts a
+// handoff that another waiter won if the Lease now has another holder or is
+// another Lease: the watch keeps only its last state, so a deletion and the
+// next Create can reach a waiter as one change.
+func (a *acquirer) follow(s watchState) (step, bool) {
+	prev := a.lease
+	next, ok := a.adopt(s)
+	if ok && prev != nil && a.lease != nil && (a.lease.UID != prev.UID || holder(a.lease) != holder(prev)) {
+		a.turns.handoffs++
+	}
+	return next, ok
+}
+
+// awaitWatch waits, when a healthy watch follows the Lease, for the watch to
+// show what a read would: after a lost race the winner's Lease is on its
+// way. It reports false when the caller should read the Lease instead.
+func (a *acquirer) awaitWatch(ctx context.Context) (step, bool) {
+	if a.lw == nil {
+		return stepRead, false
+	}
+	s := a.lw.state()
+	if !s.healthy {
+		return stepRead, false
+	}
+	if s.seq != a.seq {
+		return a.adopt(s)
+	}
+	// Past the deadline (a try-lock's is its start) the call does not wait:
+	// it reads.
+	left := a.deadline.Sub(a.rl.clock.Now())
+	if left <= 0 {
+		return stepRead, false
+	}
+	t := a.rl.clock.NewTimer(min(a.rl.retryInterval, left))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return stepRead, false
+	case <-t.C():
+		return stepRead, false
+	case <-s.changed:
+		return a.adopt(a.lw.state())
+	}
+}
+
+// awaitTurn waits the call's head start (see herd.delayFor) at a Lease its
+// watch showed deleted. It reports false when the watch shows another
+// waiter's Lease first.
+//
+// A locker that deleted the Lease itself knows before the watch shows it, a
+// round trip before every other waiter. Its head start begins when its own
+// watch shows the deletion, as theirs do (or after maxConfirm): otherwise a
+// releaser that asks again at once would win every handoff it ties.
+func (a *acquirer) awaitTurn(ctx context.Context) (bool, error) {
+	rl := a.rl
+	var turn <-chan time.Time // nil until the deletion is confirmed
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	headStart := func() {
+		d, cohort := a.lw.headStart(a.turns)
+		a.turns.cohort = cohort
+		turn, stop = rl.timer(d)
+	}
+	confirm := rl.clock.NewTimer(maxConfirm)
+	defer confirm.Stop()
+	confirmC := confirm.C()
+	for {
+		s := a.lw.state()
+		if s.seq != a.seq && s.lease != nil {
+			if _, ok := a.adopt(s); ok {
+				a.lostHandoff(false)
+				return false, nil
+			}
+		}
+		if turn == nil && (!s.unconfirmed || !s.healthy) {
+			headStart()
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-turn:
+			return true, nil
+		case <-confirmC:
+			if turn == nil { // the watch never showed it
+				headStart()
+			}
+			confirmC = nil
+		case <-s.changed:
+		}
+	}
+}
+
+// pollWait is how long a waiter sleeps before it reads a held Lease again: the
+// retry interval with jitter, cut short by the Lease's expiry and by the
+// deadline.
+func (rl *ResourceLocker) pollWait(now, until, deadline time.Time) time.Duration {
+	d := wait.Jitter(rl.retryInterval, 0.1)
+	if !until.IsZero() {
+		// A millisecond past the expiry, so that the next read sees it expired.
+		d = min(d, until.Sub(now)+time.Millisecond)
+	}
+	return max(min(d, deadline.Sub(now)), 0)
+}
+
+func (rl *ResourceLocker) backoff() wait.Backoff {
+	return wait.Backoff{Duration: firstBackoff, Factor: 2, Jitter: 1, Steps: 1 << 30, Cap: rl.retryInterval}
+}
+
+// sleep waits d on the locker's clock, or returns ctx.Err() when ctx ends
+// first.
+func (rl *ResourceLocker) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := rl.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C():
+		return nil
+	}
+}
+
+// timer starts a timer of d on the locker's clock, and returns its channel
+// and its Stop. A timer of d <= 0 fires at once, which a fake clock's does
+// only when it is stepped.
+func (rl *ResourceLocker) timer(d time.Duration) (<-chan time.Time, func() bool) {
+	if d <= 0 {
+		now := make(chan time.Time, 1)
+		now <- rl.clock.Now()
+		return now, func() bool { return false }
+	}
+	t := rl.clock.NewTimer(d)
+	return t.C(), t.Stop
+}
