@@ -85,9 +85,7 @@
 // leaselock_api_errors_total (by kind) with controller-runtime's
 // metrics.Registry, which a manager serves on /metrics; WithMetrics chooses
 // another registerer, or none. They carry no holder label, and a lock label
-// only with WithLockNameLabel. Every locker on one registerer, a
-// withlock.Locker given the same one included, shares its labels: the first
-// to register there decides whether they carry the lock name. A
-// withlock.Locker does not take its registerer from the ResourceLocker; see
-// withlock.WithMetrics.
+// only with WithLockNameLabel. Every locker on one registerer shares its
+// labels: the first to register there decides. A withlock.Locker counts
+// leaselock_locks_lost_total through its ResourceLocker.
 package resourcelock

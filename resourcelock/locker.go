@@ -29,6 +29,16 @@ const ManagedByLabel = "app.kubernetes.io/managed-by"
 // order themselves: the longest waiter creates the next Lease first.
 const HandoffsAnnotation = "leaselock.io/handoffs-waited"
 
+func init() {
+	// withlock records its lost locks through the ResourceLocker it uses.
+	lockmetrics.ForLocker = func(l any) *lockmetrics.Set {
+		if rl, ok := l.(*ResourceLocker); ok && rl != nil {
+			return rl.metrics
+		}
+		return nil
+	}
+}
+
 // ResourceLocker acquires and releases distributed locks backed by Kubernetes
 // Lease resources. Each lock is a single Lease object in the configured
 // namespace. The locker creates the Lease on acquire and deletes it on

@@ -23,7 +23,8 @@ import (
 )
 
 // TestLockLostIsCountedAndLogged runs fn past its lease on a fake clock: the
-// locks-lost counter goes to 1 and an Info line names the lock and holder.
+// locks-lost counter of the ResourceLocker's registerer goes to 1 and an
+// Info line names the lock and holder.
 func TestLockLostIsCountedAndLogged(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ctx, logged := captureLog(context.Background())
@@ -31,8 +32,8 @@ func TestLockLostIsCountedAndLogged(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Now())
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
-		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(nil))
-	l := withlock.New(rl, withlock.WithMetrics(reg), withlock.WithIdentity("pod-a"))
+		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg))
+	l := withlock.New(rl, withlock.WithIdentity("pod-a"))
 
 	outliveLease(t, ctx, l, clk, "slow")
 	want := `
@@ -55,15 +56,15 @@ leaselock_locks_lost_total 1
 }
 
 // TestLockLostFollowsTheRegisterersLabel gives the lock name label to the
-// ResourceLocker only: the locks-lost counter of a Locker on the same
-// registerer takes the label too, and is exported.
+// ResourceLocker: the locks-lost counter of a Locker built on it takes the
+// label too, and is exported.
 func TestLockLostFollowsTheRegisterersLabel(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	clk := testingclock.NewFakeClock(time.Now())
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
 		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg), resourcelock.WithLockNameLabel())
-	l := withlock.New(rl, withlock.WithMetrics(reg))
+	l := withlock.New(rl)
 
 	outliveLease(t, context.Background(), l, clk, "slow")
 	want := `
@@ -108,7 +109,7 @@ func TestLockLostWhenFnReturnsPastExpiry(t *testing.T) {
 		c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 		rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
 			resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(nil))
-		l := withlock.New(rl, withlock.WithMetrics(nil))
+		l := withlock.New(rl)
 		err := l.WithLock(context.Background(), "quick", func(ctx context.Context) error {
 			clk.Step(9 * time.Second) // past 10s less the 2s default margin
 			return nil
@@ -120,7 +121,7 @@ func TestLockLostWhenFnReturnsPastExpiry(t *testing.T) {
 }
 
 // TestTypedNilRegistererRecordsNothing passes a nil *prometheus.Registry to
-// both packages' WithMetrics, and loses a lock: nothing is recorded, not
+// resourcelock's WithMetrics, and loses a lock through withlock: nothing is recorded, not
 // even with controller-runtime's registry (the default), as for nil, and
 // nothing panics. The same with the defaults records there, which shows
 // that the count would see it.
@@ -128,12 +129,10 @@ func TestTypedNilRegistererRecordsNothing(t *testing.T) {
 	tests := []struct {
 		name   string
 		rlOpts []resourcelock.Option
-		lOpts  []withlock.Option
 		want   float64
 	}{
-		{"default", nil, nil, 1},
-		{"nil registry", []resourcelock.Option{resourcelock.WithMetrics((*prometheus.Registry)(nil))},
-			[]withlock.Option{withlock.WithMetrics((*prometheus.Registry)(nil))}, 0},
+		{"default", nil, 1},
+		{"nil registry", []resourcelock.Option{resourcelock.WithMetrics((*prometheus.Registry)(nil))}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,7 +145,7 @@ func TestTypedNilRegistererRecordsNothing(t *testing.T) {
 			c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 			rl := resourcelock.NewResourceLocker(c, "metrics", append(tt.rlOpts, resourcelock.WithClock(clk),
 				resourcelock.WithLeaseDuration(10*time.Second))...)
-			l := withlock.New(rl, tt.lOpts...)
+			l := withlock.New(rl)
 			err := l.WithLock(t.Context(), "quiet", func(context.Context) error {
 				clk.Step(9 * time.Second) // past 10s less the 2s default margin
 				return nil
@@ -194,8 +193,8 @@ func TestNestedLockLostIsTheOuters(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Now())
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
-		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(nil))
-	l := withlock.New(rl, withlock.WithMetrics(reg), withlock.WithLockNameLabel())
+		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg), resourcelock.WithLockNameLabel())
+	l := withlock.New(rl)
 
 	var innerErr error
 	outerErr := l.WithLock(t.Context(), "outer", func(ctx context.Context) error {

@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/leaselock/leaselock/internal/lockmetrics"
 	"github.com/leaselock/leaselock/resourcelock"
@@ -42,9 +40,6 @@ type Locker struct {
 	identity       string
 	releaseTimeout time.Duration
 	margin         time.Duration
-	registerer     prometheus.Registerer
-	byName         bool
-	metrics        *lockmetrics.Set
 }
 
 // Option configures a Locker.
@@ -88,28 +83,10 @@ func WithSafetyMargin(d time.Duration) Option {
 	}
 }
 
-// WithMetrics sets the Prometheus registerer of the locks-lost metric,
-// leaselock_locks_lost_total. Default: controller-runtime's
-// metrics.Registry; nil, or a nil pointer in it, records nothing. Give the
-// same registerer to the ResourceLocker (resourcelock.WithMetrics), which
-// records the rest.
-func WithMetrics(reg prometheus.Registerer) Option {
-	return func(l *Locker) { l.registerer = reg }
-}
-
-// WithLockNameLabel labels the locks-lost metric with the lock name; see
-// resourcelock.WithLockNameLabel for the cost. The metrics of one registerer
-// share their labels, and the first to register there decides: a Locker made
-// after its ResourceLocker, on the same registerer, follows the
-// ResourceLocker's choice whatever it is given.
-func WithLockNameLabel() Option {
-	return func(l *Locker) { l.byName = true }
-}
-
 // New returns a Locker that takes its locks from rl. A nil rl is reported by
 // every call, before any request is sent.
 func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
-	l := &Locker{rl: rl, identity: defaultIdentity(), releaseTimeout: DefaultReleaseTimeout, registerer: metrics.Registry}
+	l := &Locker{rl: rl, identity: defaultIdentity(), releaseTimeout: DefaultReleaseTimeout}
 	if rl != nil {
 		l.margin = rl.LeaseDuration() / 5
 	}
@@ -118,13 +95,10 @@ func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
 			opt(l)
 		}
 	}
-	l.metrics = lockmetrics.For(l.registerer, l.byName)
 	return l
 }
 
-// Do runs fn while holding the lock name from rl, as New(rl).WithLock does:
-// its locks-lost metric goes to controller-runtime's metrics.Registry. Build a
-// Locker with WithMetrics when rl records to another registerer.
+// Do runs fn while holding the lock name from rl, as New(rl).WithLock does.
 func Do(ctx context.Context, rl *resourcelock.ResourceLocker, name string, fn func(ctx context.Context) error) error {
 	return New(rl).WithLock(ctx, name, fn)
 }
@@ -204,7 +178,7 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 		// before it could).
 		if expired || !clk.Now().Before(expiry) {
 			lost = lostErr()
-			l.metrics.Lost(name)
+			lockmetrics.ForLocker(l.rl).Lost(name)
 			logf.FromContext(ctx).Info("function outlived its lock", "lock", name,
 				"namespace", l.rl.Namespace(), "holder", holder, "error", lost)
 		}

@@ -1,12 +1,10 @@
-// Package lockmetrics holds the Prometheus metrics that resourcelock and
-// withlock share, registered once per registerer.
+// Package lockmetrics holds the Prometheus metrics of a ResourceLocker,
+// which withlock records its lost locks through.
 package lockmetrics
 
 import (
 	"errors"
 	"net"
-	"reflect"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,37 +40,24 @@ type Set struct {
 // milliseconds, and a waiter gives up after seconds.
 var buckets = prometheus.ExponentialBuckets(0.001, 2, 16)
 
-var (
-	mu   sync.Mutex
-	sets = map[prometheus.Registerer]*Set{}
-)
+// ForLocker returns the Set of a *resourcelock.ResourceLocker, nil for
+// anything else; resourcelock sets it. withlock records through the
+// ResourceLocker it was given, so that a locker's metrics have one owner and
+// one registerer.
+var ForLocker = func(any) *Set { return nil }
 
 // For returns the metrics registered with reg, labelled by lock name when
-// byName is set, registering them on first use. A nil reg, or a nil
-// pointer in it, gives a nil Set.
+// byName is set. It registers them, or takes up those of the same names and
+// labels already registered there: every locker on one registerer records
+// into the same series. A nil reg, or a nil pointer in it, gives a nil Set.
 //
-// A metric has one set of labels per registerer, so the first For of reg
-// decides whether its metrics carry the lock name, and later calls get the
-// same Set whatever they ask. A ResourceLocker with the label and a
-// withlock.Locker without it, on one registerer, then both label; the
-// locks-lost counter would otherwise fail to register and go unexported.
-// The exception is a registerer that cannot be a map key: For cannot
-// remember it, and a later call that asks for the other labels gets
-// metrics that record but are not exported.
+// A metric has one set of labels per registerer, so the first locker to
+// register decides whether the metrics there carry the lock name: a later
+// one that asks for the other labels gets metrics that record but are not
+// exported.
 func For(reg prometheus.Registerer, byName bool) *Set {
 	if nilness.Is(reg) {
 		return nil
-	}
-	// A registerer that cannot be a map key (its value holds a slice, a map
-	// or a func, even inside an interface) is not remembered: each For
-	// registers again, and takes up the collectors already there.
-	remembered := reflect.ValueOf(reg).Comparable()
-	mu.Lock()
-	defer mu.Unlock()
-	if remembered {
-		if s, ok := sets[reg]; ok {
-			return s
-		}
 	}
 	var lock []string
 	if byName {
@@ -121,9 +106,6 @@ func For(reg prometheus.Registerer, byName bool) *Set {
 	s.stolen = register(reg, s.stolen)
 	s.lost = register(reg, s.lost)
 	s.apiErrors = register(reg, s.apiErrors)
-	if remembered {
-		sets[reg] = s
-	}
 	return s
 }
 

@@ -22,7 +22,7 @@ type tagged struct {
 
 // TestForUncomparableRegisterer: For must not panic on a registerer that
 // cannot be a map key, and two Sets of it record into the same exported
-// counter.
+// counter: the second takes up the collectors the first registered.
 func TestForUncomparableRegisterer(t *testing.T) {
 	reg := tagged{Registry: prometheus.NewRegistry(), tags: []string{"a"}}
 	lockmetrics.For(reg, false).Takeover("job")
