@@ -72,29 +72,67 @@ func runFor() time.Duration {
 // raw Lease Create+Delete pair. The two alternate, cycle by cycle, in one
 // loop: the machine's drift (other processes, the API server compacting)
 // then falls on both alike, and the ratio measures the lock, not the moment.
-// Each row reports its mean time per cycle (ns/op) and its median.
+// Under make bench-ab the library as of the earlier commit joins the loop
+// as a third cycle, for the same reason. Each row reports its mean time per
+// cycle (ns/op) and its median.
 func BenchmarkUncontended(b *testing.B) {
 	for currentRun = range runs() {
 		b.Run("paired", uncontended)
 	}
 }
 
+// A locker takes and gives back a lock: a *resourcelock.ResourceLocker, of
+// the library as it is or as of an earlier commit.
+type locker interface {
+	AcquireLock(ctx context.Context, name, lockerID string) error
+	ReleaseLock(ctx context.Context, name, lockerID string) error
+}
+
+// A lockerRow is a row of BenchmarkUncontended and how to build its locker.
+type lockerRow struct {
+	row       string
+	newLocker func(c client.Client, ns string) locker
+}
+
+// uncontendedLockers are the rows whose cycles BenchmarkUncontended times
+// beside the raw pair, the library's first; before_test.go adds the library
+// as of an earlier commit.
+var uncontendedLockers = []lockerRow{
+	{"leaselock", func(c client.Client, ns string) locker {
+		return resourcelock.NewResourceLocker(c, ns, resourcelock.WithMetrics(nil))
+	}},
+}
+
 func uncontended(b *testing.B) {
-	var lockReqs, rawReqs testenv.Requests
-	lc := testenv.CountedClient(b, &lockReqs)
-	rc := testenv.CountedClient(b, &rawReqs)
-	ns := testenv.Namespace(b, lc)
-	rl := resourcelock.NewResourceLocker(lc, ns, resourcelock.WithMetrics(nil))
 	ctx := context.Background()
-	lockCycle := func() {
-		if err := rl.AcquireLock(ctx, "uncontended", "me"); err != nil {
-			b.Fatal(err)
-		}
-		if err := rl.ReleaseLock(ctx, "uncontended", "me"); err != nil {
-			b.Fatal(err)
+	// cycle is one row: a client of its own, counted, and its times.
+	type cycle struct {
+		row   string
+		reqs  *testenv.Requests
+		run   func()
+		times []time.Duration
+	}
+	var cycles []*cycle
+	counted := func(row string) (*cycle, client.WithWatch) {
+		c := &cycle{row: row, reqs: &testenv.Requests{}}
+		cycles = append(cycles, c)
+		return c, testenv.CountedClient(b, c.reqs)
+	}
+	lock, lc := counted(uncontendedLockers[0].row)
+	raw, rc := counted("raw-create-delete")
+	ns := testenv.Namespace(b, lc)
+	lockCycle := func(rl locker) func() {
+		return func() {
+			if err := rl.AcquireLock(ctx, "uncontended", "me"); err != nil {
+				b.Fatal(err)
+			}
+			if err := rl.ReleaseLock(ctx, "uncontended", "me"); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
-	rawCycle := func() {
+	lock.run = lockCycle(uncontendedLockers[0].newLocker(lc, ns))
+	raw.run = func() {
 		lease := &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: "raw", Namespace: ns},
 			Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("me"), LeaseDurationSeconds: ptr.To(int32(15))},
@@ -106,51 +144,66 @@ func uncontended(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	lockCycle() // warm both clients
-	rawCycle()
-	lockReqs.Reset()
-	rawReqs.Reset()
-	var lockTimes, rawTimes []time.Duration
-	timed := func(cycle func(), into *[]time.Duration) {
-		t := time.Now()
-		cycle()
-		*into = append(*into, time.Since(t))
+	for _, l := range uncontendedLockers[1:] {
+		twin, c := counted(l.row)
+		twin.run = lockCycle(l.newLocker(c, ns))
 	}
+	for _, c := range cycles {
+		c.run() // warm every client
+	}
+	for _, c := range cycles {
+		c.reqs.Reset()
+	}
+	orders := permutations(len(cycles))
 	for i := 0; b.Loop(); i++ {
-		// Alternate which goes first, so neither always follows the other.
-		if i%2 == 0 {
-			timed(lockCycle, &lockTimes)
-			timed(rawCycle, &rawTimes)
-		} else {
-			timed(rawCycle, &rawTimes)
-			timed(lockCycle, &lockTimes)
+		// Take turns at going first, so that none always follows another.
+		for _, j := range orders[i%len(orders)] {
+			c := cycles[j]
+			t := time.Now()
+			c.run()
+			c.times = append(c.times, time.Since(t))
 		}
 	}
 	b.StopTimer()
-	for _, r := range []struct {
-		row   string
-		cycle func()
-		times []time.Duration
-		reqs  *testenv.Requests
-	}{
-		{"leaselock", lockCycle, lockTimes, &lockReqs},
-		{"raw-create-delete", rawCycle, rawTimes, &rawReqs},
-	} {
-		perCycle := float64(r.reqs.Count("", "leases")) / float64(len(r.times))
+	for _, c := range cycles {
+		perCycle := float64(c.reqs.Count("", "leases")) / float64(len(c.times))
 		var sum time.Duration
-		for _, t := range r.times {
+		for _, t := range c.times {
 			sum += t
 		}
-		mean := float64(sum.Nanoseconds()) / float64(len(r.times))
-		b.ReportMetric(mean, r.row+"-ns/cycle")
-		b.ReportMetric(perCycle, r.row+"-requests/cycle")
-		record(b, "uncontended", r.row, map[string]float64{
+		mean := float64(sum.Nanoseconds()) / float64(len(c.times))
+		unit := strings.ReplaceAll(c.row, " ", "") // a unit has no spaces
+		b.ReportMetric(mean, unit+"-ns/cycle")
+		b.ReportMetric(perCycle, unit+"-requests/cycle")
+		record(b, "uncontended", c.row, map[string]float64{
 			"ns/op":       mean,
-			"allocs/op":   testing.AllocsPerRun(20, r.cycle),
-			"median-ns":   float64(percentile(r.times, 50).Nanoseconds()),
+			"allocs/op":   testing.AllocsPerRun(20, c.run),
+			"median-ns":   float64(percentile(c.times, 50).Nanoseconds()),
 			"requests/op": perCycle,
 		})
 	}
+}
+
+// permutations returns every order of 0 to n-1, in lexicographic order: for
+// two, 0 1 and then 1 0.
+func permutations(n int) [][]int {
+	if n == 0 {
+		return [][]int{{}}
+	}
+	var out [][]int
+	for first := range n {
+		for _, rest := range permutations(n - 1) {
+			p := []int{first}
+			for _, r := range rest {
+				if r >= first {
+					r++ // the rest are the numbers other than first
+				}
+				p = append(p, r)
+			}
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // worker is one replica: a client with a connection of its own, and the
@@ -611,21 +664,21 @@ func BenchmarkContended8(b *testing.B) {
 		} {
 			// The serial floor runs first, next to leaselock, whose waits it
 			// bounds (see waitOverBound).
-			b.Run(load.name+"/serial-floor", func(b *testing.B) {
+			withTwin(b, load.name+"/serial-floor", "leaselock", serialRow, func(b *testing.B, kind, row string) {
 				for b.Loop() {
-					contend(b, load.scenario, serialRow, "leaselock", 1, false, load.load, runFor())
+					contend(b, load.scenario, row, kind, 1, false, load.load, runFor())
 				}
 			})
 			for _, kind := range []string{"leaselock", "leaselock-poll-500ms", "client-go-leaderelection"} {
-				b.Run(load.name+"/"+kind, func(b *testing.B) {
+				withTwin(b, load.name+"/"+kind, kind, kind, func(b *testing.B, kind, row string) {
 					for b.Loop() {
-						contend(b, load.scenario, kind, kind, 8, false, load.load, runFor())
+						contend(b, load.scenario, row, kind, 8, false, load.load, runFor())
 					}
 				})
 				if kind == "leaselock" && load.load == rounds {
-					b.Run("rounds/leaselock-after-idle", func(b *testing.B) {
+					withTwin(b, "rounds/leaselock-after-idle", kind, "leaselock, rounds 1.25s apart", func(b *testing.B, kind, row string) {
 						for b.Loop() {
-							contend(b, load.scenario, "leaselock, rounds 1.25s apart", "leaselock", 8, false, idleRounds, runFor())
+							contend(b, load.scenario, row, kind, 8, false, idleRounds, runFor())
 						}
 					})
 				}
@@ -639,17 +692,46 @@ func BenchmarkContended8(b *testing.B) {
 func BenchmarkScale(b *testing.B) {
 	for currentRun = range runs() {
 		for _, n := range []int{1, 2, 8, 32} {
-			b.Run(fmt.Sprintf("contenders-%d", n), func(b *testing.B) {
+			withTwin(b, fmt.Sprintf("contenders-%d", n), "leaselock", fmt.Sprintf("%d contenders, one lock", n), func(b *testing.B, kind, row string) {
 				for b.Loop() {
-					contend(b, "scale", fmt.Sprintf("%d contenders, one lock", n), "leaselock", n, false, freeRunning, runFor())
+					contend(b, "scale", row, kind, n, false, freeRunning, runFor())
 				}
 			})
 		}
-		b.Run("distinct-32", func(b *testing.B) {
+		withTwin(b, "distinct-32", "leaselock", "32 workers, 32 locks", func(b *testing.B, kind, row string) {
 			for b.Loop() {
-				contend(b, "scale", "32 workers, 32 locks", "leaselock", 32, true, freeRunning, runFor())
+				contend(b, "scale", row, kind, 32, true, freeRunning, runFor())
 			}
 		})
+	}
+}
+
+// A row's twin is the same row with the library as of an earlier commit,
+// which make bench-ab builds in (before_test.go): its lock kind and its
+// name are the row's with these suffixes. Without the build tag no kind
+// has a twin.
+const (
+	twinKind = "-before"
+	twinRow  = " [before]"
+)
+
+// withTwin runs the row of lock kind kind, named row, as the sub-benchmark
+// name, and its twin, when kind has one, right beside it: second in the
+// first run, first in the next, and so on, so that neither always follows
+// the other.
+func withTwin(b *testing.B, name, kind, row string, bench func(b *testing.B, kind, row string)) {
+	type sub struct{ name, kind, row string }
+	subs := []sub{{name, kind, row}}
+	if _, ok := locks[kind+twinKind]; ok {
+		twin := sub{name + twinKind, kind + twinKind, row + twinRow}
+		if currentRun%2 == 0 {
+			subs = append(subs, twin)
+		} else {
+			subs = append([]sub{twin}, subs...)
+		}
+	}
+	for _, s := range subs {
+		b.Run(s.name, func(b *testing.B) { bench(b, s.kind, s.row) })
 	}
 }
 

@@ -75,9 +75,14 @@ var boundColumns = []struct{ column, wait string }{
 
 // waitOverBound returns the median over runs of row's wait p99 figure wait
 // divided by its bound in the same run, if row has contenders and the
-// scenario a serial row.
+// scenario a serial row. A twin (make bench-ab) is held to the bound of the
+// serial row's twin: each copy of the library to its own serial cycle, as
+// a make bench of its commit would.
 func waitOverBound(sc, row, wait string) (float64, bool) {
 	serial, ok := serialRows[sc]
+	if strings.HasSuffix(row, twinRow) {
+		serial += twinRow
+	}
 	if !ok || row == serial {
 		return 0, false
 	}
