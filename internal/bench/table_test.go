@@ -126,19 +126,25 @@ func versus(sc, row string) (float64, bool) {
 // benchmark loop repeated, must not shift the pairs after it. A run with
 // several figures of ref is judged against the last.
 func perRun(sc, row, ref string, f func(m, ref map[string]float64) (float64, bool)) (float64, bool) {
+	return middle(paired(sc, row, ref, f))
+}
+
+// paired returns f applied to row's figures and ref's of the same run, run
+// by run (see perRun).
+func paired(sc, row, ref string, f func(m, ref map[string]float64) (float64, bool)) []float64 {
 	refByRun := map[float64]map[string]float64{}
 	for _, m := range results[sc][ref] {
 		refByRun[m[runKey]] = m
 	}
-	var vs []map[string]float64
+	var vs []float64
 	for _, m := range results[sc][row] {
 		if r, ok := refByRun[m[runKey]]; ok {
 			if v, ok := f(m, r); ok {
-				vs = append(vs, map[string]float64{"v": v})
+				vs = append(vs, v)
 			}
 		}
 	}
-	return median(vs, "v")
+	return vs
 }
 
 // The two 8-worker scenarios (see workload).
@@ -169,16 +175,26 @@ func (t tableAfter) Run() int {
 }
 
 func median(ms []map[string]float64, metric string) (float64, bool) {
+	return middle(figuresOf(ms, metric))
+}
+
+// figuresOf returns the figures of metric in ms, in their order.
+func figuresOf(ms []map[string]float64, metric string) []float64 {
 	var vs []float64
 	for _, m := range ms {
 		if v, ok := m[metric]; ok {
 			vs = append(vs, v)
 		}
 	}
+	return vs
+}
+
+// middle returns the median of vs, and false if there is none.
+func middle(vs []float64) (float64, bool) {
 	if len(vs) == 0 {
 		return 0, false
 	}
-	slices.Sort(vs)
+	vs = slices.Sorted(slices.Values(vs))
 	if len(vs)%2 == 1 {
 		return vs[len(vs)/2], true
 	}
@@ -240,6 +256,7 @@ func table() string {
 			}
 			sb.WriteString("\n")
 		}
+		sb.WriteString(twinTable(sc))
 	}
 	return sb.String()
 }

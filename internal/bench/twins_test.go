@@ -1,0 +1,130 @@
+package bench_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// beforeCommit names the commit of the twins' library, its short hash and
+// subject: before_test.go sets it under make bench-ab.
+var beforeCommit string
+
+// The figures on which a row is set against its twin: the uncontended
+// scenario's, and every other's.
+var (
+	uncontendedTwinFigures = []string{"ns/op", "median-ns", "allocs/op", "requests/op"}
+	contendedTwinFigures   = []string{"increments/s", "wait-p50-ms", "wait-p99-ms", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
+)
+
+// higherIsBetter names the figures of which more is better; of the others,
+// less is.
+var higherIsBetter = map[string]bool{"increments/s": true}
+
+// spread is what a figure did over the runs: its median and its range.
+type spread struct{ median, min, max float64 }
+
+// spreadOf returns the spread of vs, and false when vs is empty.
+func spreadOf(vs []float64) (spread, bool) {
+	m, ok := middle(vs)
+	if !ok {
+		return spread{}, false
+	}
+	return spread{m, slices.Min(vs), slices.Max(vs)}, true
+}
+
+// width is how far apart the runs were.
+func (s spread) width() float64 { return s.max - s.min }
+
+// twinFigure is one figure of a row beside its twin's.
+type twinFigure struct {
+	now, before spread
+	// ratio is now over before, run by run; hasRatio is false when no run
+	// has both, or both with a figure other than 0.
+	ratio    spread
+	hasRatio bool
+	// judged is set when each has figures of two runs or more, without
+	// which there is no spread to judge by; worse, when now's median is
+	// worse than before's by more than the wider of the two ranges: more
+	// than the runs of either moved.
+	judged, worse bool
+}
+
+// compareTwin returns row's figure metric beside its twin's, and false when
+// either has no figure of it.
+func compareTwin(sc, row, metric string) (twinFigure, bool) {
+	now, ok := spreadOf(figuresOf(results[sc][row], metric))
+	if !ok {
+		return twinFigure{}, false
+	}
+	before, ok := spreadOf(figuresOf(results[sc][row+twinRow], metric))
+	if !ok {
+		return twinFigure{}, false
+	}
+	t := twinFigure{now: now, before: before}
+	t.ratio, t.hasRatio = spreadOf(paired(sc, row, row+twinRow, func(m, ref map[string]float64) (float64, bool) {
+		v, ok := m[metric]
+		r, refOK := ref[metric]
+		if !ok || !refOK || r == 0 {
+			return 0, false
+		}
+		return v / r, true
+	}))
+	worseBy := now.median - before.median
+	if higherIsBetter[metric] {
+		worseBy = -worseBy
+	}
+	t.judged = len(figuresOf(results[sc][row], metric)) >= 2 && len(figuresOf(results[sc][row+twinRow], metric)) >= 2
+	t.worse = t.judged && worseBy > max(now.width(), before.width())
+	return t, true
+}
+
+// twinTable returns the table that sets each row of scenario sc that has a
+// twin against it, figure by figure, or "" when none has.
+func twinTable(sc string) string {
+	figures := contendedTwinFigures
+	if sc == "uncontended" {
+		figures = uncontendedTwinFigures
+	}
+	var lines strings.Builder
+	for _, row := range rows[sc] {
+		if strings.HasSuffix(row, twinRow) || results[sc][row+twinRow] == nil {
+			continue
+		}
+		for _, metric := range figures {
+			t, ok := compareTwin(sc, row, metric)
+			if !ok {
+				continue
+			}
+			ratio, worse := "", ""
+			if t.hasRatio {
+				ratio = fmt.Sprintf("%.2fx (%.2f-%.2f)", t.ratio.median, t.ratio.min, t.ratio.max)
+			}
+			switch {
+			case !t.judged:
+				worse = "-"
+			case t.worse:
+				worse = "yes"
+			}
+			fmt.Fprintf(&lines, "|%s|%s|%s|%s|%s|%s|\n", row, metric, t.now, t.before, ratio, worse)
+		}
+	}
+	if lines.Len() == 0 {
+		return ""
+	}
+	before := "before"
+	if beforeCommit != "" {
+		before += " (" + beforeCommit + ")"
+	}
+	return fmt.Sprintf("\n### %s: now against %s\n\n"+
+		"Median (min-max) over the runs; now/before is taken run by run. Worse beyond\n"+
+		"the spread: now's median is worse than before's by more than the wider of\n"+
+		"their two ranges (-: a single run, no range to judge by).\n\n"+
+		"| |figure|now|before|now/before|worse beyond the spread|\n|---|---|---:|---:|---:|---|\n%s",
+		sc, before, lines.String())
+}
+
+// String formats s as its median and range, as the tables give figures.
+func (s spread) String() string {
+	return fmt.Sprintf("%s (%s-%s)", format(s.median), format(s.min), format(s.max))
+}
