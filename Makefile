@@ -151,6 +151,21 @@ bench: envtest-bins ## Benchmarks against the local API server, medians of 5 run
 	cd hack/tools/benchchart && $(GO) run . -in $(BENCH_FIGURES) -out $(CURDIR)/docs/benchmarks.svg
 	@echo ">> chart written to docs/benchmarks.svg"
 
+# The commit that `make bench-ab` compares the work tree with, unless BEFORE
+# names another: the last one before issue 19 rebuilt resourcelock.
+BEFORE ?= cd551cf
+BENCH_AB_FIGURES := $(BIN)/bench-ab-figures.json
+
+# hack/bench-before.sh copies the library as of BEFORE into
+# internal/bench/_before, and the build tag adds a twin built from it to
+# every row of the library. Twice the rows take longer than go test's
+# default timeout of 10 minutes.
+.PHONY: bench-ab
+bench-ab: envtest-bins ## make bench with every row of the library beside its twin built from commit BEFORE (default cd551cf), in one run; no chart.
+	hack/bench-before.sh $(BEFORE)
+	@rm -f $(BENCH_AB_FIGURES)
+	LEASELOCK_BENCH_FIGURES=$(BENCH_AB_FIGURES) $(GO) test -tags leaselock_before -timeout 2h -run '^$$' -bench . -count 1 ./internal/bench
+
 # The soak column of docs/reliability.md: the torture suite at a bigger size.
 TORTURE_ENV := LEASELOCK_TORTURE_PROCS=5 LEASELOCK_TORTURE_GOROUTINES=4 LEASELOCK_TORTURE_OPS=40 \
 	LEASELOCK_TORTURE_FAULT_RATE=0.25 LEASELOCK_TORTURE_CRASHES=3 LEASELOCK_TORTURE_RESTARTS=2
@@ -172,5 +187,5 @@ demo: envtest-bins ## Replicas contending on a local API server, with the lock a
 	$(BIN)/configmap-counter --replicas 4 --increments 25 --no-lock
 
 .PHONY: clean
-clean: ## Remove built binaries (the API server build takes minutes to redo).
-	rm -rf $(BIN)
+clean: ## Remove built binaries (the API server build takes minutes to redo), and make bench-ab's copy of the library.
+	rm -rf $(BIN) internal/bench/_before
