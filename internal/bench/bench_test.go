@@ -253,7 +253,7 @@ var locks = map[string]func(b *testing.B, ns string, reqs *testenv.Requests) fun
 // library as of an earlier commit (make bench-ab) would register the same
 // metrics again in the same registry.
 func leaselockWorker(c client.WithWatch, rl *resourcelock.ResourceLocker) *worker {
-	return &worker{c: c, withLock: withlock.New(rl, withlock.WithMetrics(nil)).WithLock}
+	return &worker{c: c, withLock: withlock.New(rl).WithLock}
 }
 
 // electLock runs fn as the leader of a LeaderElector of its own, on the
