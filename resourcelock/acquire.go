@@ -2,8 +2,8 @@ package resourcelock
 
 // One AcquireLock call as a run of named steps: read, create (or, after a
 // handoff, wait for its turn and create), claim (take over or renew), wait.
-// Each step sends at most one request or waits once, and returns the step
-// that comes next; docs/design.md draws them. The Lease I/O is lease.go's,
+// Each step returns the step that comes next; docs/design.md draws them,
+// with the requests each sends. The Lease I/O is lease.go's,
 // the watches watches.go's, and the order among waiters fairness.go's.
 
 import (
@@ -30,8 +30,10 @@ const (
 type step int
 
 const (
+	// stepGiveUp is what a step returns with the error that ends the call.
+	stepGiveUp step = iota
 	// stepRead learns the Lease: from a watch, a watch-list, or a Get.
-	stepRead step = iota
+	stepRead
 	// stepCreate creates the Lease, which the call believes absent.
 	stepCreate
 	// stepHandoff waits for the call's turn at a Lease that its watch
@@ -148,7 +150,7 @@ func (a *acquirer) begin() step {
 		}
 		return stepCreate
 	}
-	if a.standing == heldBefore || a.rl.watches.contended(a.name) {
+	if a.standing == heldBefore || a.rl.retryTimeout > 0 && a.rl.watches.contended(a.name) {
 		return stepRead
 	}
 	return stepCreate
@@ -179,17 +181,6 @@ func (a *acquirer) read(ctx context.Context) (step, error) {
 	return stepClaim, nil
 }
 
-// get reads the Lease into a.lease.
-func (a *acquirer) get(ctx context.Context) error {
-	lease, err := a.rl.leases.get(ctx, a.name)
-	if err != nil {
-		a.rl.metrics.APIError(a.name, err)
-		return err
-	}
-	a.lease = lease
-	return nil
-}
-
 // handoff waits for the call's turn at a Lease its watch showed deleted,
 // and creates it then, unless another waiter's Lease comes first. Past its
 // deadline (a try-lock's is its start) the call takes no turn: it creates
@@ -200,7 +191,7 @@ func (a *acquirer) handoff(ctx context.Context) (step, error) {
 	}
 	mine, err := a.awaitTurn(ctx)
 	if err != nil {
-		return 0, err
+		return stepGiveUp, err
 	}
 	if !mine {
 		return stepClaim, nil
@@ -211,11 +202,13 @@ func (a *acquirer) handoff(ctx context.Context) (step, error) {
 // create creates the Lease; handoff is set when the call waited its turn.
 func (a *acquirer) create(ctx context.Context, handoff bool) (step, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return stepGiveUp, err
 	}
-	sentAt := a.rl.clock.Now()
+	// Real time: rtt measures a request for the cohort's spread (see
+	// turns.widen), and judges no Lease.
+	sentAt := time.Now()
 	lease, err := a.rl.leases.create(ctx, a.name, a.lockerID, a.turns.handoffs)
-	a.turns.rtt = a.rl.clock.Since(sentAt)
+	a.turns.rtt = time.Since(sentAt)
 	if err == nil {
 		return a.acquired(ctx, lease, handoff, false)
 	}
@@ -244,13 +237,16 @@ func (a *acquirer) claim(ctx context.Context) (step, error) {
 			a.firstHeld = now
 		}
 		if !now.Before(a.deadline) {
-			return 0, &HeldError{Namespace: rl.namespace, Name: a.name, Holder: previous, Until: until, Waited: now.Sub(a.start)}
+			// Another holds it: no write of this call's won, and there is
+			// nothing to release.
+			a.uncertain = false
+			return stepGiveUp, &HeldError{Namespace: rl.namespace, Name: a.name, Holder: previous, Until: until, Waited: now.Sub(a.start)}
 		}
 		a.until = until
 		return stepWait, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return stepGiveUp, err
 	}
 	kind := sentWrite
 	if previous == a.lockerID && !expired && a.renews(a.lease) {
@@ -301,7 +297,7 @@ func (a *acquirer) acquired(ctx context.Context, lease *coordinationv1.Lease, ha
 	}
 	if err := ctx.Err(); err != nil {
 		a.uncertain = !refresh
-		return 0, err
+		return stepGiveUp, err
 	}
 	return stepDone, nil
 }
@@ -320,7 +316,7 @@ func (a *acquirer) raced(race error, next step) (step, error) {
 	if a.lease != nil {
 		held.Holder = holder(a.lease)
 	}
-	return 0, held
+	return stepGiveUp, held
 }
 
 // failed handles an error of a request of the given kind: the call gives
@@ -332,29 +328,15 @@ func (a *acquirer) failed(ctx context.Context, err error, kind sent) (step, erro
 		a.uncertain = true
 	}
 	if ctx.Err() != nil {
-		return 0, ctx.Err()
+		return stepGiveUp, ctx.Err()
 	}
 	err = fmt.Errorf("resourcelock: acquire lock %s/%s: %w", a.rl.namespace, a.name, err)
 	now := a.rl.clock.Now()
 	if !transient(err) || !now.Before(a.deadline) {
-		return 0, err
+		return stepGiveUp, err
 	}
 	if err := a.rl.sleep(ctx, min(a.backoff.Step(), a.deadline.Sub(now))); err != nil {
-		return 0, err
+		return stepGiveUp, err
 	}
 	return stepRead, nil
-}
-
-// lostHandoff counts a handoff that another waiter won after the call waited
-// its turn: its Create collided with the winner's, or it saw the winner's
-// Lease first.
-func (a *acquirer) lostHandoff(collided bool) {
-	if a.turns.lost(collided) {
-		// A cohort sees many more handoffs: stop paying for a compressed
-		// event each.
-		a.rl.watches.busy(a.lw)
-	}
-	if collided {
-		a.lw.collided()
-	}
 }

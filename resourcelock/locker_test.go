@@ -1755,3 +1755,29 @@ func TestAcquireConflictsEndAtRetryTimeout(t *testing.T) {
 		t.Errorf("holderIdentity: got %q, want %q", got, holderOther)
 	}
 }
+
+// TestHeldAfterUnsureWriteSendsNoRelease: a Create that failed without an
+// answer (a 503) may have made the caller the holder, so a call that gives
+// up after it releases. But a call that then reads the Lease held by
+// another locker knows that no write of its own won: it returns ErrLockHeld
+// after its one read, with no release (a Get) after it.
+func TestHeldAfterUnsureWriteSendsNoRelease(t *testing.T) {
+	base := newFake(heldLease(holderOther, epoch, 60))
+	var log callLog
+	clk := testingclock.NewFakeClock(epoch)
+	c := counted(base, &log, interceptor.Funcs{
+		Create: func(context.Context, client.WithWatch, client.Object, ...client.CreateOption) error {
+			return apierrors.NewServiceUnavailable("etcd leader changed")
+		},
+	})
+	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithClock(clk), resourcelock.WithoutWatch(),
+		resourcelock.WithRetryTimeout(time.Second))
+	// The backoff after the 503 passes the deadline: the call reads once.
+	err := goAcquire(t, rl, clk, context.Background(), holderMe).finish(time.Second)
+	if !errors.Is(err, resourcelock.ErrLockHeld) {
+		t.Fatalf("AcquireLock: got %v, want ErrLockHeld", err)
+	}
+	if got := log.count("get"); got != 1 {
+		t.Errorf("gets: got %d, want 1, the read that found the holder, and no release", got)
+	}
+}

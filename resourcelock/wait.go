@@ -29,7 +29,7 @@ func (a *acquirer) wait(ctx context.Context) (step, error) {
 	}
 	if !s.healthy {
 		if err := rl.sleep(ctx, rl.pollWait(now, a.until, a.deadline)); err != nil {
-			return 0, err
+			return stepGiveUp, err
 		}
 		return stepRead, nil
 	}
@@ -47,7 +47,7 @@ func (a *acquirer) wait(ctx context.Context) (step, error) {
 	defer stop()
 	select {
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return stepGiveUp, ctx.Err()
 	case <-timeout:
 		return stepClaim, nil // it expired, or time is up
 	case <-s.changed:
@@ -158,7 +158,7 @@ func (a *acquirer) awaitTurn(ctx context.Context) (bool, error) {
 			stop()
 		}
 	}()
-	headStart := func() {
+	startTurn := func() {
 		d, cohort := a.lw.headStart(a.turns)
 		a.turns.cohort = cohort
 		turn, stop = rl.timer(d)
@@ -175,7 +175,7 @@ func (a *acquirer) awaitTurn(ctx context.Context) (bool, error) {
 			}
 		}
 		if turn == nil && (!s.unconfirmed || !s.healthy) {
-			headStart()
+			startTurn()
 		}
 		select {
 		case <-ctx.Done():
@@ -184,7 +184,7 @@ func (a *acquirer) awaitTurn(ctx context.Context) (bool, error) {
 			return true, nil
 		case <-confirmC:
 			if turn == nil { // the watch never showed it
-				headStart()
+				startTurn()
 			}
 			confirmC = nil
 		case <-s.changed:
@@ -204,35 +204,29 @@ func (rl *ResourceLocker) pollWait(now, until, deadline time.Time) time.Duration
 	return max(min(d, deadline.Sub(now)), 0)
 }
 
-func (rl *ResourceLocker) backoff() wait.Backoff {
-	return wait.Backoff{Duration: firstBackoff, Factor: 2, Jitter: 1, Steps: 1 << 30, Cap: rl.retryInterval}
+// get reads the Lease into a.lease.
+func (a *acquirer) get(ctx context.Context) error {
+	lease, err := a.rl.leases.get(ctx, a.name)
+	if err != nil {
+		if ctx.Err() == nil { // a cancel is no error of the server's
+			a.rl.metrics.APIError(a.name, err)
+		}
+		return err
+	}
+	a.lease = lease
+	return nil
 }
 
-// sleep waits d on the locker's clock, or returns ctx.Err() when ctx ends
-// first.
-func (rl *ResourceLocker) sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
+// lostHandoff counts a handoff that another waiter won after the call waited
+// its turn: its Create collided with the winner's, or it saw the winner's
+// Lease first.
+func (a *acquirer) lostHandoff(collided bool) {
+	if a.turns.lost(collided) {
+		// A cohort sees many more handoffs: stop paying for a compressed
+		// event each.
+		a.rl.watches.busy(a.lw)
 	}
-	t := rl.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C():
-		return nil
+	if collided {
+		a.lw.collided()
 	}
-}
-
-// timer starts a timer of d on the locker's clock, and returns its channel
-// and its Stop. A timer of d <= 0 fires at once, which a fake clock's does
-// only when it is stepped.
-func (rl *ResourceLocker) timer(d time.Duration) (<-chan time.Time, func() bool) {
-	if d <= 0 {
-		now := make(chan time.Time, 1)
-		now <- rl.clock.Now()
-		return now, func() bool { return false }
-	}
-	t := rl.clock.NewTimer(d)
-	return t.C(), t.Stop
 }

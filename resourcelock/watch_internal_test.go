@@ -684,7 +684,7 @@ func TestEndRunsOnce(t *testing.T) {
 	pumped := make(chan struct{})
 	go func() {
 		defer close(pumped)
-		reg.follow(lw, w)
+		reg.stream(lw, w)
 	}()
 	reg.end(lw, true)
 	reg.mu.Lock()

@@ -33,6 +33,10 @@ import (
 // and a fake clock that never moves must not keep connections open.
 const WatchLinger = time.Second
 
+// minSyncWait is the least time a watch-list is given to send the Lease
+// before the locker gives up on watch-lists; see watchRegistry.sync.
+const minSyncWait = 250 * time.Millisecond
+
 // watchRegistry keeps the open watches of one locker's Leases.
 type watchRegistry struct {
 	// client watches; nil when the locker does not watch.
@@ -155,7 +159,7 @@ func (reg *watchRegistry) start(ctx context.Context, name string, lease *coordin
 		h = newHerd()
 	}
 	lw := newLeaseWatch(ctx, reg.clock, name, streams{w: w, cancel: cancel}, ptr.Deref(raw.SendInitialEvents, false), lease, h)
-	go reg.follow(lw, w)
+	go reg.stream(lw, w)
 	return lw, nil
 }
 
@@ -177,8 +181,8 @@ func (reg *watchRegistry) send(ctx context.Context, name string, raw *metav1.Lis
 	return w, nil
 }
 
-// follow applies the events of w to lw, and ends lw when w ends on its own.
-func (reg *watchRegistry) follow(lw *leaseWatch, w watch.Interface) {
+// stream applies the events of w to lw, and ends lw when w ends on its own.
+func (reg *watchRegistry) stream(lw *leaseWatch, w watch.Interface) {
 	if lw.pump(w) {
 		reg.end(lw, true)
 	}
@@ -283,7 +287,7 @@ func (reg *watchRegistry) unlist(lw *leaseWatch) {
 		return
 	}
 	old.stop()
-	go reg.follow(lw, w)
+	go reg.stream(lw, w)
 }
 
 // deleted tells the watch of name, if any, that this locker deleted the

@@ -14,17 +14,11 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-const (
-	// minSyncWait is the least time a watch-list is given to send the
-	// Lease before the locker gives up on watch-lists; see sync.
-	minSyncWait = 250 * time.Millisecond
-
-	// watchListRecheck is how long a locker that gave up on watch-lists
-	// reads before it asks for one again: a watch-list answered late (the
-	// server queued it, or had a slow second) says little of the next, and
-	// a server that refuses them costs one refused request per recheck.
-	watchListRecheck = 5 * time.Minute
-)
+// watchListRecheck is how long a locker that gave up on watch-lists
+// reads before it asks for one again: a watch-list answered late (the
+// server queued it, or had a slow second) says little of the next, and
+// a server that refuses them costs one refused request per recheck.
+const watchListRecheck = 5 * time.Minute
 
 // contended reports whether other lockers took turns at the Lease name with
 // this one shortly before (see herd.contended), where the registry can
@@ -79,11 +73,11 @@ func (reg *watchRegistry) sync(ctx context.Context, name string) *leaseWatch {
 		}
 		select {
 		case <-ctx.Done():
-			reg.end(lw, true)
+			reg.end(lw, false) // it served no waiter: the herd's record stays
 			return nil
 		case <-timeout.C:
 			reg.noWatchLists(logf.FromContext(ctx), errWatchListUnanswered)
-			reg.end(lw, true)
+			reg.end(lw, false)
 			return nil
 		case <-s.changed:
 		}
