@@ -147,7 +147,7 @@ BENCH_FIGURES := $(BIN)/bench-figures.json
 .PHONY: bench
 bench: envtest-bins ## Benchmarks against the local API server, medians of 5 runs in one table, and docs/benchmarks.svg.
 	@rm -f $(BENCH_FIGURES)
-	LEASELOCK_BENCH_FIGURES=$(BENCH_FIGURES) $(GO) test -run '^$$' -bench . -count 1 ./internal/bench
+	LEASELOCK_BENCH_FIGURES=$(BENCH_FIGURES) $(GO) test -timeout 1h -run '^$$' -bench . -count 1 ./internal/bench
 	cd hack/tools/benchchart && $(GO) run . -in $(BENCH_FIGURES) -out $(CURDIR)/docs/benchmarks.svg
 	@echo ">> chart written to docs/benchmarks.svg"
 

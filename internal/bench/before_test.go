@@ -35,6 +35,9 @@ func init() {
 				beforerl.WithRetryTimeout(time.Minute), beforerl.WithMetrics(nil)))
 		}
 	}
+	watchLockers["leaselock"+twinKind] = func(c client.Client, ns string) locker {
+		return beforerl.NewResourceLocker(c, ns, beforerl.WithRetryTimeout(10*time.Minute), beforerl.WithMetrics(nil))
+	}
 	uncontendedLockers = append(uncontendedLockers, lockerRow{"leaselock" + twinRow, func(c client.Client, ns string) locker {
 		return beforerl.NewResourceLocker(c, ns, beforerl.WithMetrics(nil))
 	}})

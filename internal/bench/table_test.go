@@ -153,7 +153,8 @@ const (
 	free8   = "8 workers, one lock, free-running"
 )
 
-var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "settled-wait-p99-ms", "turns-waited-p99", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
+var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "settled-wait-p99-ms", "turns-waited-p99", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq",
+	"heap-bytes/name", "stack-bytes/name", "goroutines/name", "client-watches/name", "server-watches/name", "server-goroutines/name", "requests/name", "dials", "connections", "watches-open-ms", "watches-closed-ms", "server-watches-closed-ms"}
 
 // tableAfter runs the benchmarks, then prints the table of medians and,
 // when $LEASELOCK_BENCH_FIGURES names a file, writes them to it as JSON

@@ -10,12 +10,14 @@ import (
 // subject: before_test.go sets it under make bench-ab.
 var beforeCommit string
 
-// The figures on which a row is set against its twin: the uncontended
-// scenario's, and every other's.
-var (
-	uncontendedTwinFigures = []string{"ns/op", "median-ns", "allocs/op", "requests/op"}
-	contendedTwinFigures   = []string{"increments/s", "wait-p50-ms", "wait-p99-ms", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
-)
+// twinFigures are the figures on which a row is set against its twin, by
+// scenario; the contended scenarios, not named, take contendedTwinFigures.
+var twinFigures = map[string][]string{
+	"uncontended":   {"ns/op", "median-ns", "allocs/op", "requests/op"},
+	watchesScenario: {"heap-bytes/name", "goroutines/name", "server-watches/name", "server-goroutines/name", "requests/name", "connections", "watches-closed-ms"},
+}
+
+var contendedTwinFigures = []string{"increments/s", "wait-p50-ms", "wait-p99-ms", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq"}
 
 // higherIsBetter names the figures of which more is better; of the others,
 // less is.
@@ -82,9 +84,9 @@ func compareTwin(sc, row, metric string) (twinFigure, bool) {
 // twinTable returns the table that sets each row of scenario sc that has a
 // twin against it, figure by figure, or "" when none has.
 func twinTable(sc string) string {
-	figures := contendedTwinFigures
-	if sc == "uncontended" {
-		figures = uncontendedTwinFigures
+	figures, ok := twinFigures[sc]
+	if !ok {
+		figures = contendedTwinFigures
 	}
 	var lines strings.Builder
 	for _, row := range rows[sc] {
