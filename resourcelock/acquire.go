@@ -106,7 +106,8 @@ type acquirer struct {
 
 // acquire runs the steps of one AcquireLock call until lockerID holds the
 // lock or the call gives up.
-func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string, start time.Time) (*acquirer, error) {
+func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string) (*acquirer, error) {
+	start := rl.clock.Now()
 	a := &acquirer{rl: rl, name: name, lockerID: lockerID, start: start, deadline: start.Add(rl.retryTimeout), backoff: rl.backoff()}
 	if held, ok := rl.records.heldBy(name, lockerID); ok {
 		a.standing, a.held = heldBefore, held.version

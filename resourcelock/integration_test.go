@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -625,5 +627,62 @@ func TestServerBusyLockWatchedPlain(t *testing.T) {
 	// it to expire, which would have sent an Update.
 	if got := reqs.Count("get", "leases") + reqs.Count("update", "leases"); got != 0 {
 		t.Errorf("gets and updates: got %d, want 0", got)
+	}
+}
+
+// TestServerCloseWhileWaiting closes a locker while one of its calls waits
+// on a watch of a held lock. Close ends the watch's stream at once, not at
+// the end of the call; the call goes on by polling, opens no watch again,
+// and gets the lock once it is released.
+func TestServerCloseWhileWaiting(t *testing.T) {
+	c := testenv.Client(t)
+	ns := testenv.Namespace(t, c)
+	ctx := context.Background()
+	other := resourcelock.NewResourceLocker(c, ns)
+	if err := other.AcquireLock(ctx, "closing", "other"); err != nil {
+		t.Fatal(err)
+	}
+	var reqs testenv.Requests
+	rl := resourcelock.NewResourceLocker(testenv.CountedClient(t, &reqs), ns,
+		resourcelock.WithRetryInterval(50*time.Millisecond), resourcelock.WithRetryTimeout(30*time.Second))
+	done := make(chan error, 1)
+	go func() { done <- rl.AcquireLock(ctx, "closing", "me") }()
+
+	// A stream's goroutine runs watchRegistry.stream while it is open.
+	streaming := func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "resourcelock.(*watchRegistry).stream")
+	}
+	// The limits turn a hang into a failure; they measure no speed.
+	for limit := time.Now().Add(10 * time.Second); !streaming(); time.Sleep(time.Millisecond) {
+		if time.Now().After(limit) {
+			t.Fatal("the waiter opened no watch within 10s")
+		}
+	}
+	if err := rl.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for limit := time.Now().Add(10 * time.Second); streaming(); time.Sleep(time.Millisecond) {
+		if time.Now().After(limit) {
+			t.Fatal("the watch still streams 10s after Close, with its call still waiting")
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("AcquireLock returned %v on Close, want it to go on waiting", err)
+	default:
+	}
+	watches := reqs.Count("watch", "leases")
+	if err := other.ReleaseLock(ctx, "closing", "other"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("AcquireLock waiting across Close: got %v, want the lock once released", err)
+	}
+	if got := reqs.Count("watch", "leases"); got != watches {
+		t.Errorf("watches after Close: got %d, want %d, none more", got, watches)
+	}
+	if err := rl.ReleaseLock(ctx, "closing", "me"); err != nil {
+		t.Fatal(err)
 	}
 }

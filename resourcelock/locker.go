@@ -207,8 +207,7 @@ func (rl *ResourceLocker) AcquireLock(ctx context.Context, name, lockerID string
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	start := rl.clock.Now()
-	a, err := rl.acquire(ctx, name, lockerID, start)
+	a, err := rl.acquire(ctx, name, lockerID)
 	rl.report(ctx, a, err)
 	return err
 }

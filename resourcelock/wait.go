@@ -18,7 +18,7 @@ func (a *acquirer) wait(ctx context.Context) (step, error) {
 	rl := a.rl
 	a.races = 0
 	if a.lw == nil {
-		if next, ok := a.watchHeld(ctx); !ok {
+		if next := a.watchHeld(ctx); next != stepWait {
 			return next, nil
 		}
 	}
@@ -58,28 +58,29 @@ func (a *acquirer) wait(ctx context.Context) (step, error) {
 	}
 }
 
-// watchHeld starts watching the held Lease from the version the call read.
-// It reports false, with the step to take, when another call's watch opened
-// meanwhile knows another version than this call read, older or newer:
-// waiting for its next change could miss a deletion it has already shown,
-// and taking its version could go back to an older one. The call then reads
-// the Lease again and waits on the watch from there.
-func (a *acquirer) watchHeld(ctx context.Context) (step, bool) {
+// watchHeld starts watching the held Lease from the version the call read,
+// and returns stepWait to wait on it (or to poll, without a watch). When
+// another call's watch, opened meanwhile, knows another version than this
+// call read, older or newer, waiting for its next change could miss a
+// deletion it has already shown, and taking its version could go back to
+// an older one: the call reads the Lease again, and returns the step that
+// follows the read, to wait on the watch from there.
+func (a *acquirer) watchHeld(ctx context.Context) step {
 	if a.lw = a.rl.watches.watch(ctx, a.lease); a.lw == nil {
-		return stepWait, true
+		return stepWait
 	}
 	s := a.lw.state()
 	a.seq = s.seq
 	if !s.healthy || !s.synced || s.lease != nil && versionOf(s.lease) == versionOf(a.lease) {
-		return stepWait, true
+		return stepWait
 	}
 	if err := a.get(ctx); err != nil {
-		return stepRead, false
+		return stepRead
 	}
 	if a.lease == nil {
-		return stepCreate, false
+		return stepCreate
 	}
-	return stepClaim, false
+	return stepClaim
 }
 
 // adopt takes the Lease as the watch shows it, if the watch is healthy, and
