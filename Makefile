@@ -162,7 +162,7 @@ BENCH_AB_FIGURES := $(BIN)/bench-ab-figures.json
 # default timeout of 10 minutes.
 .PHONY: bench-ab
 bench-ab: envtest-bins ## make bench with every row of the library beside its twin built from commit BEFORE (default cd551cf), in one run; no chart.
-	hack/bench-before.sh $(BEFORE)
+	GO=$(GO) hack/bench-before.sh $(BEFORE)
 	@rm -f $(BENCH_AB_FIGURES)
 	LEASELOCK_BENCH_FIGURES=$(BENCH_AB_FIGURES) $(GO) test -tags leaselock_before -timeout 2h -run '^$$' -bench . -count 1 ./internal/bench
 

@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rev=${1:?usage: hack/bench-before.sh REV}
-module=$(go list -m)
+go=${GO:-go}
+module=$($go list -m)
 dest=internal/bench/_before
 
 if ! commit=$(git rev-parse --verify --quiet "$rev^{commit}"); then
@@ -25,8 +26,11 @@ fi
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 git archive "$commit" | tar -x -C "$tree"
-pkgs=$(cd "$tree" && go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./resourcelock ./withlock |
-	grep "^$module/")
+if ! pkgs=$(cd "$tree" && $go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./resourcelock ./withlock |
+	grep "^$module/"); then
+	echo "bench-before: $rev has no resourcelock and withlock of $module that go list can read" >&2
+	exit 1
+fi
 
 rm -rf "$dest"
 copies=("./$dest")
@@ -55,7 +59,8 @@ EOF
 
 # By name: ./... would leave out the folders under one whose name starts
 # with an underscore.
-if ! go build "${copies[@]}"; then
+if ! $go build "${copies[@]}"; then
+	rm -rf "$dest"
 	echo "bench-before: the library as of $rev does not build with this module's go.mod" >&2
 	exit 1
 fi

@@ -13,9 +13,7 @@ import (
 // table's columns (not the run tag, nor the contenders), and a figure that
 // no run of a row has is absent, not zero.
 func TestFigures(t *testing.T) {
-	resultsMu.Lock()
-	savedResults, savedScenarios, savedRows := results, scenarios, rows
-	results = map[string]map[string][]map[string]float64{
+	r := map[string]map[string][]map[string]float64{
 		rounds8: {
 			serialRow: {
 				{"increments/s": 100, "wait-p50-ms": 4, runKey: 0},
@@ -29,15 +27,15 @@ func TestFigures(t *testing.T) {
 		},
 		"uncontended": {"leaselock": {{"ns/op": 2e6, runKey: 0}}},
 	}
-	scenarios = []string{rounds8, "uncontended"}
-	rows = map[string][]string{rounds8: {serialRow, "leaselock"}, "uncontended": {"leaselock"}}
-	resultsMu.Unlock()
-	defer func() {
-		resultsMu.Lock()
-		results, scenarios, rows = savedResults, savedScenarios, savedRows
-		resultsMu.Unlock()
-	}()
+	// withResults orders the scenarios by name: rounds8 comes first.
+	withResults(t, r, map[string][]string{rounds8: {serialRow, "leaselock"}, "uncontended": {"leaselock"}}, func() {
+		checkFigures(t)
+	})
+}
 
+// checkFigures checks the figures of TestFigures' results.
+func checkFigures(t *testing.T) {
+	t.Helper()
 	want := figures{Scenarios: []scenarioFigures{
 		{Name: rounds8, Runs: 3, Rows: []rowFigures{
 			{Name: serialRow, Medians: map[string]float64{"increments/s": 90, "wait-p50-ms": 5}},

@@ -190,3 +190,28 @@ func readCSV(t *testing.T, path string) [][]string {
 	}
 	return lines
 }
+
+// TestRefFor: a twin (make bench-ab) is set against its reference's twin,
+// where the scenario has one, and against the reference itself where it
+// has none (the raw Lease floor has no twin); a row of the work tree is
+// always set against the reference.
+func TestRefFor(t *testing.T) {
+	r := map[string]map[string][]map[string]float64{
+		free8:         {"leaselock": {{}}, "leaselock" + twinRow: {{}}, "leaselock-poll-500ms" + twinRow: {{}}},
+		"uncontended": {"raw-create-delete": {{}}, "leaselock" + twinRow: {{}}},
+	}
+	tests := []struct {
+		sc, row, ref, want string
+	}{
+		{free8, "leaselock-poll-500ms" + twinRow, "leaselock", "leaselock" + twinRow},
+		{free8, "leaselock-poll-500ms", "leaselock", "leaselock"},
+		{"uncontended", "leaselock" + twinRow, "raw-create-delete", "raw-create-delete"},
+	}
+	withResults(t, r, nil, func() {
+		for _, tt := range tests {
+			if got := refFor(tt.sc, tt.row, tt.ref); got != tt.want {
+				t.Errorf("refFor(%q, %q, %q): got %q, want %q", tt.sc, tt.row, tt.ref, got, tt.want)
+			}
+		}
+	})
+}

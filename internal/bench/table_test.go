@@ -40,17 +40,13 @@ func record(b *testing.B, scenario, row string, m map[string]float64) {
 const runKey = "run"
 
 // comparisons name, per scenario, the row every other is compared with and
-// on which metric.
-var comparisons = map[string]struct {
-	ref, metric string
-	// higherIsBetter: the ratio printed is how many times better the
-	// reference is than the row (increments/s); otherwise it is row over
-	// reference (ns/op).
-	higherIsBetter bool
-}{
-	"uncontended": {"raw-create-delete", "ns/op", false},
-	rounds8:       {"leaselock", "increments/s", true},
-	free8:         {"leaselock", "increments/s", true},
+// on which metric. The ratio printed is how many times better the reference
+// is than the row where more of the metric is better (increments/s; see
+// higherIsBetter), and row over reference otherwise (ns/op).
+var comparisons = map[string]struct{ ref, metric string }{
+	"uncontended": {"raw-create-delete", "ns/op"},
+	rounds8:       {"leaselock", "increments/s"},
+	free8:         {"leaselock", "increments/s"},
 }
 
 // serialRows name, per scenario, the row of one worker alone whose cycle
@@ -80,9 +76,7 @@ var boundColumns = []struct{ column, wait string }{
 // a make bench of its commit would.
 func waitOverBound(sc, row, wait string) (float64, bool) {
 	serial, ok := serialRows[sc]
-	if strings.HasSuffix(row, twinRow) {
-		serial += twinRow
-	}
+	serial = refFor(sc, row, serial)
 	if !ok || row == serial {
 		return 0, false
 	}
@@ -97,6 +91,17 @@ func waitOverBound(sc, row, wait string) (float64, bool) {
 	})
 }
 
+// refFor returns the reference row that row of sc is set against: ref, or
+// for a twin (make bench-ab) ref's twin where sc has one, so that each copy
+// of the library is set against its own. A reference without a twin (the
+// raw Lease floor, client-go) stays the same for both.
+func refFor(sc, row, ref string) string {
+	if strings.HasSuffix(row, twinRow) && results[sc][ref+twinRow] != nil {
+		return ref + twinRow
+	}
+	return ref
+}
+
 // versus returns the median over runs of the ratio that comparisons
 // defines for row against the reference row of the same run.
 func versus(sc, row string) (float64, bool) {
@@ -104,12 +109,12 @@ func versus(sc, row string) (float64, bool) {
 	if !ok {
 		return 0, false
 	}
-	return perRun(sc, row, cmp.ref, func(m, ref map[string]float64) (float64, bool) {
+	return perRun(sc, row, refFor(sc, row, cmp.ref), func(m, ref map[string]float64) (float64, bool) {
 		v, r := m[cmp.metric], ref[cmp.metric]
 		switch {
 		case v == 0 || r == 0:
 			return 0, false
-		case cmp.higherIsBetter:
+		case higherIsBetter[cmp.metric]:
 			return r / v, true
 		default:
 			return v / r, true

@@ -61,7 +61,8 @@ func TestSpreadOf(t *testing.T) {
 // TestCompareTwin: a row's figures beside its twin's, each with its median
 // and range over the runs, and the median of their ratio taken run by run:
 // a run that only one of them has is in its spread, but in no ratio. Worse
-// is judged by the figure's direction, against the wider of the two ranges.
+// is judged by the figure's direction: beyond the wider of the two ranges,
+// or, short of that, in every run of 3 or more.
 func TestCompareTwin(t *testing.T) {
 	const twin = "leaselock" + twinRow
 	r := map[string]map[string][]map[string]float64{free8: {
@@ -86,24 +87,25 @@ func TestCompareTwin(t *testing.T) {
 			// now 10-70, before 50-100: a median 15 lower is within the range
 			// of 60; run by run 60/50, 70/70, 50/100.
 			name: "higher is better, within the spread", metric: "increments/s", wantOK: true,
-			want: twinFigure{now: spread{55, 10, 70}, before: spread{70, 50, 100}, ratio: spread{1, 0.5, 1.2}, hasRatio: true, judged: true},
+			want: twinFigure{now: spread{55, 10, 70}, before: spread{70, 50, 100}, ratio: spread{1, 0.5, 1.2}, hasRatio: true, ratios: 3, verdict: notWorse},
 		},
 		{
 			// now 100-999: its median, 115, is 15 above before's 100, within
 			// now's own range.
 			name: "lower is better, within the spread", metric: "wait-p99-ms", wantOK: true,
-			want: twinFigure{now: spread{115, 100, 999}, before: spread{100, 50, 100}, ratio: spread{1.2, 1, 2.2}, hasRatio: true, judged: true},
+			want: twinFigure{now: spread{115, 100, 999}, before: spread{100, 50, 100}, ratio: spread{1.2, 1, 2.2}, hasRatio: true, ratios: 3, verdict: notWorse},
 		},
 		{
 			// now's median 2.45 is 0.45 above before's 2.0, where the ranges
-			// are 6.7 and 0.1: within. Without run 3 (below) it is not.
+			// are 6.7 and 0.1: within. Without run 3 (below) it is not. But
+			// each of the 3 runs both have is worse: 1.15, 1.2 and 1.19.
 			name: "lower is better, a run of one side only", metric: "requests/acq", wantOK: true,
-			want: twinFigure{now: spread{2.45, 2.3, 9.0}, before: spread{2.0, 2.0, 2.1}, ratio: spread{2.5 / 2.1, 1.15, 1.2}, hasRatio: true, judged: true},
+			want: twinFigure{now: spread{2.45, 2.3, 9.0}, before: spread{2.0, 2.0, 2.1}, ratio: spread{2.5 / 2.1, 1.15, 1.2}, hasRatio: true, ratios: 3, verdict: worseInEveryRun},
 		},
 		{
 			// One run each: 10 against 5, but no range to judge it by.
 			name: "a single run", metric: "wait-p50-ms", wantOK: true,
-			want: twinFigure{now: spread{10, 10, 10}, before: spread{5, 5, 5}, ratio: spread{2, 2, 2}, hasRatio: true},
+			want: twinFigure{now: spread{10, 10, 10}, before: spread{5, 5, 5}, ratio: spread{2, 2, 2}, hasRatio: true, ratios: 1, verdict: unjudged},
 		},
 		{name: "a figure the row has not", metric: "client-cpu-ms/acq"},
 		{name: "a figure neither has", metric: "server-cpu-ms/acq"},
@@ -124,7 +126,7 @@ func TestCompareTwin(t *testing.T) {
 	r[free8]["leaselock"] = r[free8]["leaselock"][:3]
 	withResults(t, r, map[string][]string{free8: {"leaselock", twin}}, func() {
 		got, _ := compareTwin(free8, "leaselock", "requests/acq")
-		want := twinFigure{now: spread{2.4, 2.3, 2.5}, before: spread{2.0, 2.0, 2.1}, ratio: spread{2.5 / 2.1, 1.15, 1.2}, hasRatio: true, judged: true, worse: true}
+		want := twinFigure{now: spread{2.4, 2.3, 2.5}, before: spread{2.0, 2.0, 2.1}, ratio: spread{2.5 / 2.1, 1.15, 1.2}, hasRatio: true, ratios: 3, verdict: worseBeyondSpread}
 		if !closeTwin(got, want) {
 			t.Errorf("without run 3: got %+v, want %+v", got, want)
 		}
@@ -148,17 +150,17 @@ func TestCompareTwinDirection(t *testing.T) {
 		},
 	}}
 	tests := []struct {
-		metric    string
-		wantWorse bool
+		metric string
+		want   verdict
 	}{
-		{metric: "increments/s", wantWorse: true},
-		{metric: "requests/acq", wantWorse: false},
+		{metric: "increments/s", want: worseBeyondSpread},
+		{metric: "requests/acq", want: notWorse},
 	}
 	withResults(t, r, map[string][]string{free8: {"leaselock", twin}}, func() {
 		for _, tt := range tests {
 			got, ok := compareTwin(free8, "leaselock", tt.metric)
-			if !ok || got.worse != tt.wantWorse {
-				t.Errorf("compareTwin(%q): got worse %v (%v), want %v", tt.metric, got.worse, ok, tt.wantWorse)
+			if !ok || got.verdict != tt.want {
+				t.Errorf("compareTwin(%q): got verdict %q (%v), want %q", tt.metric, got.verdict, ok, tt.want)
 			}
 		}
 	})
@@ -170,7 +172,7 @@ func closeTwin(a, b twinFigure) bool {
 		return math.Abs(x.median-y.median) < 1e-9 && math.Abs(x.min-y.min) < 1e-9 && math.Abs(x.max-y.max) < 1e-9
 	}
 	return close(a.now, b.now) && close(a.before, b.before) && close(a.ratio, b.ratio) &&
-		a.hasRatio == b.hasRatio && a.judged == b.judged && a.worse == b.worse
+		a.hasRatio == b.hasRatio && a.ratios == b.ratios && a.verdict == b.verdict
 }
 
 // TestTwinTable: a scenario's rows with a twin are set against it, figure
@@ -198,15 +200,16 @@ func TestTwinTable(t *testing.T) {
 	want := `
 ### uncontended: now against before (cd551cf a subject)
 
-Median (min-max) over the runs; now/before is taken run by run. Worse beyond
-the spread: now's median is worse than before's by more than the wider of
-their two ranges (-: a single run, no range to judge by).
+Median (min-max) over the runs; now/before is taken run by run. Worse: beyond
+the spread, when now's median is worse than before's by more than the wider
+of their two ranges; in every run, when now was worse than before in each of
+3 or more runs, by less than that (-: a single run, nothing to judge by).
 
-| |figure|now|before|now/before|worse beyond the spread|
+| |figure|now|before|now/before|worse|
 |---|---|---:|---:|---:|---|
 |leaselock|ns/op|8500000 (8000000-9000000)|7000000 (6000000-8000000)|1.23x (1.12-1.33)||
 |leaselock|median-ns|7500000 (7000000-8000000)|6500000 (6000000-7000000)|1.15x (1.14-1.17)||
-|leaselock|allocs/op|400.0 (400.0-400.0)|0.00 (0.00-0.00)||yes|
+|leaselock|allocs/op|400.0 (400.0-400.0)|0.00 (0.00-0.00)||beyond the spread|
 |leaselock|requests/op|2.00 (2.00-2.00)|2.00 (2.00-2.00)|1.00x (1.00-1.00)|-|
 `
 	withResults(t, r, map[string][]string{"uncontended": {"leaselock", "raw-create-delete", "leaselock" + twinRow}}, func() {

@@ -38,6 +38,26 @@ func spreadOf(vs []float64) (spread, bool) {
 // width is how far apart the runs were.
 func (s spread) width() float64 { return s.max - s.min }
 
+// verdict is how a figure of a row fared against its twin's.
+type verdict int
+
+const (
+	// unjudged: one of them has a single run, and no range to judge by.
+	unjudged verdict = iota
+	notWorse
+	// worseInEveryRun: in every run (3 or more) the row's figure was worse
+	// than its twin's of the same run, each by less than the spread.
+	worseInEveryRun
+	// worseBeyondSpread: the row's median is worse than its twin's by more
+	// than the wider of the two ranges, more than the runs of either moved
+	// (issue 19's test).
+	worseBeyondSpread
+)
+
+func (v verdict) String() string {
+	return [...]string{unjudged: "-", notWorse: "", worseInEveryRun: "in every run", worseBeyondSpread: "beyond the spread"}[v]
+}
+
 // twinFigure is one figure of a row beside its twin's.
 type twinFigure struct {
 	now, before spread
@@ -45,39 +65,47 @@ type twinFigure struct {
 	// has both, or both with a figure other than 0.
 	ratio    spread
 	hasRatio bool
-	// judged is set when each has figures of two runs or more, without
-	// which there is no spread to judge by; worse, when now's median is
-	// worse than before's by more than the wider of the two ranges: more
-	// than the runs of either moved.
-	judged, worse bool
+	ratios   int // how many runs have a ratio
+	verdict  verdict
 }
 
 // compareTwin returns row's figure metric beside its twin's, and false when
 // either has no figure of it.
 func compareTwin(sc, row, metric string) (twinFigure, bool) {
-	now, ok := spreadOf(figuresOf(results[sc][row], metric))
+	nows, befores := figuresOf(results[sc][row], metric), figuresOf(results[sc][row+twinRow], metric)
+	now, ok := spreadOf(nows)
 	if !ok {
 		return twinFigure{}, false
 	}
-	before, ok := spreadOf(figuresOf(results[sc][row+twinRow], metric))
+	before, ok := spreadOf(befores)
 	if !ok {
 		return twinFigure{}, false
 	}
 	t := twinFigure{now: now, before: before}
-	t.ratio, t.hasRatio = spreadOf(paired(sc, row, row+twinRow, func(m, ref map[string]float64) (float64, bool) {
+	ratios := paired(sc, row, row+twinRow, func(m, ref map[string]float64) (float64, bool) {
 		v, ok := m[metric]
 		r, refOK := ref[metric]
 		if !ok || !refOK || r == 0 {
 			return 0, false
 		}
 		return v / r, true
-	}))
-	worseBy := now.median - before.median
+	})
+	t.ratio, t.hasRatio = spreadOf(ratios)
+	t.ratios = len(ratios)
+	worseBy, worseRatio := now.median-before.median, t.ratio.min > 1
 	if higherIsBetter[metric] {
-		worseBy = -worseBy
+		worseBy, worseRatio = -worseBy, t.ratio.max < 1
 	}
-	t.judged = len(figuresOf(results[sc][row], metric)) >= 2 && len(figuresOf(results[sc][row+twinRow], metric)) >= 2
-	t.worse = t.judged && worseBy > max(now.width(), before.width())
+	switch {
+	case len(nows) < 2 || len(befores) < 2:
+		t.verdict = unjudged
+	case worseBy > max(now.width(), before.width()):
+		t.verdict = worseBeyondSpread
+	case t.ratios >= 3 && worseRatio:
+		t.verdict = worseInEveryRun
+	default:
+		t.verdict = notWorse
+	}
 	return t, true
 }
 
@@ -98,17 +126,11 @@ func twinTable(sc string) string {
 			if !ok {
 				continue
 			}
-			ratio, worse := "", ""
+			ratio := ""
 			if t.hasRatio {
 				ratio = fmt.Sprintf("%.2fx (%.2f-%.2f)", t.ratio.median, t.ratio.min, t.ratio.max)
 			}
-			switch {
-			case !t.judged:
-				worse = "-"
-			case t.worse:
-				worse = "yes"
-			}
-			fmt.Fprintf(&lines, "|%s|%s|%s|%s|%s|%s|\n", row, metric, t.now, t.before, ratio, worse)
+			fmt.Fprintf(&lines, "|%s|%s|%s|%s|%s|%s|\n", row, metric, t.now, t.before, ratio, t.verdict)
 		}
 	}
 	if lines.Len() == 0 {
@@ -119,10 +141,11 @@ func twinTable(sc string) string {
 		before += " (" + beforeCommit + ")"
 	}
 	return fmt.Sprintf("\n### %s: now against %s\n\n"+
-		"Median (min-max) over the runs; now/before is taken run by run. Worse beyond\n"+
-		"the spread: now's median is worse than before's by more than the wider of\n"+
-		"their two ranges (-: a single run, no range to judge by).\n\n"+
-		"| |figure|now|before|now/before|worse beyond the spread|\n|---|---|---:|---:|---:|---|\n%s",
+		"Median (min-max) over the runs; now/before is taken run by run. Worse: beyond\n"+
+		"the spread, when now's median is worse than before's by more than the wider\n"+
+		"of their two ranges; in every run, when now was worse than before in each of\n"+
+		"3 or more runs, by less than that (-: a single run, nothing to judge by).\n\n"+
+		"| |figure|now|before|now/before|worse|\n|---|---|---:|---:|---:|---|\n%s",
 		sc, before, lines.String())
 }
 

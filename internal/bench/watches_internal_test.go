@@ -1,6 +1,12 @@
 package bench_test
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
 
 // TestGaugeSum: the samples of the metric whose labels include every label
 // asked for, in any order and among others, are summed, and a sample
@@ -19,25 +25,30 @@ apiserver_longrunning_requests{resource="leasesx",verb="WATCH"} 3
 apiserver_longrunning_requests 100
 go_goroutines 2220
 `
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(strings.NewReader(exposition))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
-		labels []string
+		labels map[string]string
 		want   float64
 	}{
-		{name: "lease watches", labels: []string{`verb="WATCH"`, `resource="leases"`}, want: 1002},
-		{name: "every watch", labels: []string{`verb="WATCH"`}, want: 1012},
+		{name: "lease watches", labels: map[string]string{"verb": "WATCH", "resource": "leases"}, want: 1002},
+		{name: "every watch", labels: map[string]string{"verb": "WATCH"}, want: 1012},
 		{name: "every sample", want: 1117},
-		{name: "none", labels: []string{`resource="pods"`}, want: 0},
+		{name: "none", labels: map[string]string{"resource": "pods"}, want: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := gaugeSum([]byte(exposition), "apiserver_longrunning_requests", tt.labels...); got != tt.want {
+			if got := gaugeSum(families["apiserver_longrunning_requests"], tt.labels); got != tt.want {
 				t.Errorf("gaugeSum(%q): got %v, want %v", tt.labels, got, tt.want)
 			}
 		})
 	}
 	// A metric without labels.
-	if got := gaugeSum([]byte(exposition), "go_goroutines"); got != 2220 {
+	if got := gaugeSum(families["go_goroutines"], nil); got != 2220 {
 		t.Errorf("gaugeSum(go_goroutines): got %v, want 2220", got)
 	}
 }

@@ -1,7 +1,6 @@
 package bench_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -10,13 +9,15 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"golang.org/x/sync/errgroup"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -80,14 +81,19 @@ func watchesPerName(b *testing.B, kind, row string) {
 	// left.
 	names := make([]string, lockNames)
 	now := metav1.NewMicroTime(time.Now())
-	if err := inParallel(lockNames, 8, func(i int) error {
+	var creates errgroup.Group
+	creates.SetLimit(8)
+	for i := range names {
 		names[i] = fmt.Sprintf("lock-%04d", i)
-		return admin.Create(ctx, &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: names[i], Namespace: ns},
-			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("holder"), LeaseDurationSeconds: ptr.To(int32(3600)),
-				AcquireTime: &now, RenewTime: &now},
+		creates.Go(func() error {
+			return admin.Create(ctx, &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: names[i], Namespace: ns},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("holder"), LeaseDurationSeconds: ptr.To(int32(3600)),
+					AcquireTime: &now, RenewTime: &now},
+			})
 		})
-	}); err != nil {
+	}
+	if err := creates.Wait(); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
@@ -111,7 +117,7 @@ func watchesPerName(b *testing.B, kind, row string) {
 			return nil, err
 		}
 		conns.Add(1)
-		return &closeConn{Conn: conn, onClose: func() { conns.Add(-1) }}, nil
+		return &closeConn{Conn: conn, onClose: sync.OnceFunc(func() { conns.Add(-1) })}, nil
 	}
 	cfg.Wrap(countWatches(&open))
 	c, err := client.NewWithWatch(cfg, client.Options{})
@@ -206,22 +212,22 @@ func countWatches(open *atomic.Int64) transport.WrapperFunc {
 			resp, err := rt.RoundTrip(req)
 			if err == nil && req.URL.Query().Get("watch") == "true" {
 				open.Add(1)
-				resp.Body = &closeFunc{ReadCloser: resp.Body, onClose: func() { open.Add(-1) }}
+				resp.Body = &closeFunc{ReadCloser: resp.Body, onClose: sync.OnceFunc(func() { open.Add(-1) })}
 			}
 			return resp, err
 		})
 	}
 }
 
-// closeConn is a connection that calls onClose on its first Close.
+// closeConn is a connection that calls onClose on every Close (give it a
+// sync.OnceFunc to count the first alone).
 type closeConn struct {
 	net.Conn
-	once    sync.Once
 	onClose func()
 }
 
 func (c *closeConn) Close() error {
-	c.once.Do(c.onClose)
+	c.onClose()
 	return c.Conn.Close()
 }
 
@@ -229,15 +235,14 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-// closeFunc is a body that calls onClose on its first Close.
+// closeFunc is a body that calls onClose on every Close, as closeConn.
 type closeFunc struct {
 	io.ReadCloser
-	once    sync.Once
 	onClose func()
 }
 
 func (c *closeFunc) Close() error {
-	c.once.Do(c.onClose)
+	c.onClose()
 	return c.ReadCloser.Close()
 }
 
@@ -267,69 +272,33 @@ func scrape(b *testing.B, cs kubernetes.Interface) apiServer {
 	if err != nil {
 		b.Fatal(err)
 	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(data))
+	if err != nil {
+		b.Fatalf("parse the API server's /metrics: %v", err)
+	}
 	return apiServer{
-		watches:    gaugeSum(data, "apiserver_longrunning_requests", `verb="WATCH"`, `resource="leases"`),
-		goroutines: gaugeSum(data, "go_goroutines"),
+		watches:    gaugeSum(families["apiserver_longrunning_requests"], map[string]string{"verb": "WATCH", "resource": "leases"}),
+		goroutines: gaugeSum(families["go_goroutines"], nil),
 	}
 }
 
-// gaugeSum returns the sum of the samples of the metric name in the
-// Prometheus text exposition data whose labels include every one of
-// labels (each as name="value").
-func gaugeSum(data []byte, name string, labels ...string) float64 {
+// gaugeSum returns the sum of the samples of the gauge (or untyped metric)
+// f whose labels include every one of labels.
+func gaugeSum(f *dto.MetricFamily, labels map[string]string) float64 {
 	var sum float64
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), name)
-		var set, value string
-		switch {
-		case !ok:
-			continue
-		case strings.HasPrefix(rest, "{"):
-			if set, value, ok = strings.Cut(rest[1:], "} "); !ok {
-				continue
-			}
-		case strings.HasPrefix(rest, " "):
-			value = rest[1:]
-		default:
-			continue // a metric whose name starts with name
+	for _, m := range f.GetMetric() {
+		has := map[string]string{}
+		for _, l := range m.GetLabel() {
+			has[l.GetName()] = l.GetValue()
 		}
 		matched := true
-		for _, l := range labels {
-			matched = matched && strings.Contains(","+set+",", ","+l+",")
+		for k, v := range labels {
+			matched = matched && has[k] == v
 		}
-		fields := strings.Fields(value)
-		if len(fields) == 0 || !matched {
-			continue
-		}
-		if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
-			sum += v
+		if matched {
+			sum += m.GetGauge().GetValue() + m.GetUntyped().GetValue()
 		}
 	}
 	return sum
-}
-
-// inParallel runs f(0) to f(n-1), at most width at once, and returns their
-// errors joined.
-func inParallel(n, width int, f func(i int) error) error {
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	sem := make(chan struct{}, width)
-	for i := range n {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := f(i); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
