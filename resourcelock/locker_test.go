@@ -248,9 +248,19 @@ func (c *pendingCall) waiting() {
 	}
 }
 
-// fired reports whether the clock has no waiter left, that is whether the
-// last Step ended the call's wait: Step fires timers before it returns.
-func (c *pendingCall) fired() bool { return !c.clk.HasWaiters() }
+// woke reports whether the last Step ended the call's wait, when reads
+// counts the Gets the call sends and was before before the Step (Step fires
+// timers before it returns). The clock's waiters alone can miss it: the
+// call may already be waiting on a new timer when the test looks. Whatever the interleaving, a call whose wait ended has
+// left the clock without a waiter, or read the Lease again, or returned.
+func (c *pendingCall) woke(reads func() int, before int) bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+	}
+	return !c.clk.HasWaiters() || reads() > before
+}
 
 // finish returns the call's error, stepping the clock by d whenever the call
 // waits on it.
@@ -392,8 +402,9 @@ func TestAcquireHeldLeaseWaitsThenGivesUp(t *testing.T) {
 		if got := log.count("get"); got != s.wantGets {
 			t.Fatalf("step %d: gets before it: got %d, want %d", i, got, s.wantGets)
 		}
+		gets := log.count("get")
 		clk.Step(s.step)
-		if got := call.fired(); got != s.wantFired {
+		if got := call.woke(func() int { return log.count("get") }, gets); got != s.wantFired {
 			t.Fatalf("step %d of %v to %v: woke the waiter: got %v, want %v", i, s.step, clk.Now().Sub(epoch), got, s.wantFired)
 		}
 	}

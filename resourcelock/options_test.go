@@ -110,16 +110,19 @@ func TestWithRetryInterval(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := testingclock.NewFakeClock(epoch)
 			opts := append(tt.opts, resourcelock.WithClock(clk), resourcelock.WithRetryTimeout(time.Hour), resourcelock.WithoutWatch())
-			rl := resourcelock.NewResourceLocker(newFake(heldLease(holderOther, epoch, 3600)), unitNS, opts...)
+			var log callLog
+			rl := resourcelock.NewResourceLocker(counted(newFake(heldLease(holderOther, epoch, 3600)), &log, interceptor.Funcs{}), unitNS, opts...)
+			gets := func() int { return log.count("get") }
 
 			call := goAcquire(t, rl, clk, context.Background(), holderMe)
 			call.waiting()
+			before := gets()
 			clk.Step(tt.want - time.Millisecond)
-			if call.fired() {
+			if call.woke(gets, before) {
 				t.Fatalf("woke after %v, want no retry before the %v interval", clk.Now().Sub(epoch), tt.want)
 			}
 			clk.Step(tt.want/10 + time.Millisecond)
-			if !call.fired() {
+			if !call.woke(gets, before) {
 				t.Fatalf("still waiting after %v, want a retry by the %v interval plus 10%% jitter", clk.Now().Sub(epoch), tt.want)
 			}
 			call.waiting() // the retry found the Lease held and waits again
