@@ -70,6 +70,10 @@ import (
 const (
 	configMapName = "counter"
 	lockName      = "configmap-counter"
+
+	// replicaStartup is how long the replica processes are given to start
+	// and connect before they all begin.
+	replicaStartup = 2 * time.Second
 )
 
 type options struct {
@@ -81,6 +85,9 @@ type options struct {
 	sections   string
 	verbose    bool
 	worker     int
+	// startAt is when, in Unix milliseconds, a worker starts its first
+	// critical section (see runReplicas).
+	startAt int64
 }
 
 // report is what a worker prints, as one JSON line, when it is done.
@@ -105,6 +112,7 @@ func main() {
 	fs.StringVar(&o.sections, "sections", "", "write the critical sections behind the timeline to this file, as JSON: for each replica, the start and end of each")
 	fs.BoolVar(&o.verbose, "v", false, "log at debug level: every lock acquired and released")
 	fs.IntVar(&o.worker, "worker", -1, "internal: run as replica N and print a JSON report")
+	fs.Int64Var(&o.startAt, "start-at", 0, "internal: a worker's start, in Unix milliseconds")
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "configmap-counter:", err)
@@ -291,11 +299,17 @@ func runReplicas(ctx context.Context, o options, kubeconfig string) ([]report, e
 	}
 	reports := make([]report, o.replicas)
 	errs := make([]error, o.replicas)
+	// The replicas start together, as replicas do that saw the same event:
+	// each makes its client and reads the counter once, then waits for
+	// this moment. Otherwise the first started could be done before the
+	// last has dialed, and a run without the lock would lose nothing.
+	startAt := time.Now().Add(replicaStartup).UnixMilli()
 	var wg sync.WaitGroup
 	for i := range o.replicas {
 		args := []string{
 			"--worker", strconv.Itoa(i), "--namespace", o.namespace,
 			"--increments", strconv.Itoa(o.increments), "--kubeconfig", kubeconfig,
+			"--start-at", strconv.FormatInt(startAt, 10),
 		}
 		if o.noLock {
 			args = append(args, "--no-lock")
@@ -358,6 +372,15 @@ func increments(ctx context.Context, o options, r *report) error {
 		return err
 	}
 	key := client.ObjectKey{Namespace: o.namespace, Name: configMapName}
+	// Connect, then wait for the others (see runReplicas).
+	if err := c.Get(ctx, key, &corev1.ConfigMap{}); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Until(time.UnixMilli(o.startAt))):
+	}
 	// Every replica waits its turn: the retry timeout must outlast the
 	// queue ahead of it, not the default 5s.
 	rl := resourcelock.NewResourceLocker(c, o.namespace, resourcelock.WithRetryTimeout(5*time.Minute))
