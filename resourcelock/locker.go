@@ -10,6 +10,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,6 +56,8 @@ type ResourceLocker struct {
 	clock         clock.Clock
 	registerer    prometheus.Registerer
 	byName        bool
+	// log is the logger of calls whose ctx carries none.
+	log logr.Logger
 	// watcher is the client to watch with, when set by WithWatchClient;
 	// noWatch turns watching off.
 	watcher client.WithWatch
@@ -85,6 +88,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 		retryTimeout:  DefaultRetryTimeout,
 		clock:         clock.RealClock{},
 		registerer:    metrics.Registry,
+		log:           logf.Log,
 	}
 	for _, opt := range opts {
 		if opt != nil {
@@ -100,7 +104,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 	rl.metrics = lockmetrics.For(rl.registerer, rl.byName)
 	rl.records = newRecords()
 	rl.leases = &leaseClient{client: rl.client, namespace: namespace, duration: rl.leaseDuration, clock: rl.clock, records: rl.records}
-	rl.watches = newWatchRegistry(rl.watchClient(), namespace, rl.clock, rl.retryInterval, rl.metrics)
+	rl.watches = newWatchRegistry(rl.watchClient(), namespace, rl.clock, rl.retryInterval, rl.metrics, rl.log)
 	return rl
 }
 
@@ -229,7 +233,7 @@ func (rl *ResourceLocker) report(ctx context.Context, a *acquirer, err error) {
 		result = lockmetrics.Error
 	}
 	rl.metrics.Acquire(a.name, result, now.Sub(a.start), !a.firstHeld.IsZero(), waited)
-	log := logf.FromContext(ctx).WithValues("lock", a.name, "namespace", rl.namespace, "holder", a.lockerID)
+	log := rl.logger(ctx).WithValues("lock", a.name, "namespace", rl.namespace, "holder", a.lockerID)
 	switch {
 	case a.previousHolder != "" && err == nil:
 		rl.metrics.Takeover(a.name)
@@ -239,6 +243,11 @@ func (rl *ResourceLocker) report(ctx context.Context, a *acquirer, err error) {
 	default:
 		log.V(1).Info("did not acquire lock", "result", result, "error", err)
 	}
+}
+
+// logger is ctx's logger, or the locker's when ctx carries none.
+func (rl *ResourceLocker) logger(ctx context.Context) logr.Logger {
+	return logFor(ctx, rl.log)
 }
 
 // ReleaseLock deletes the Lease if it is held by the given lockerID. If the

@@ -4,6 +4,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -124,6 +125,16 @@ func WithMetrics(reg prometheus.Registerer) Option {
 // has no effect (see the package doc).
 func WithLockNameLabel() Option {
 	return func(rl *ResourceLocker) { rl.byName = true }
+}
+
+// WithLogger sets the logger of calls whose ctx carries none (see
+// logr.FromContext): a ctx's logger, such as the one controller-runtime
+// gives a reconciler, always wins. Default: controller-runtime's log.Log,
+// which logs nothing until log.SetLogger is called, and then warns, 30s into
+// the program, that it never was. A program without controller-runtime's
+// logger should pass its own, or logr.Discard().
+func WithLogger(log logr.Logger) Option {
+	return func(rl *ResourceLocker) { rl.log = log }
 }
 
 func roundUpToSecond(d time.Duration) time.Duration {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // release deletes the Lease name if lockerID holds it. It deletes the
@@ -18,7 +17,7 @@ import (
 func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) error {
 	a, known := rl.records.released(name, lockerID)
 	v := a.version
-	log := logf.FromContext(ctx).WithValues("lock", name, "namespace", rl.namespace, "holder", lockerID)
+	log := rl.logger(ctx).WithValues("lock", name, "namespace", rl.namespace, "holder", lockerID)
 	deadline := rl.clock.Now().Add(rl.retryTimeout)
 	backoff := rl.backoff()
 	for {

@@ -17,6 +17,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/clock"
@@ -46,6 +47,8 @@ type watchRegistry struct {
 	// syncWait is how long a watch-list is given to send the Lease.
 	syncWait time.Duration
 	metrics  *lockmetrics.Set
+	// log is the locker's logger, for calls whose ctx carries none.
+	log logr.Logger
 
 	// listsOffUntil is when, in UnixNano on clock, the registry asks for a
 	// watch-list again after the server rejected, or the client ignored,
@@ -72,11 +75,19 @@ type entry struct {
 	linger *time.Timer
 }
 
-func newWatchRegistry(wc client.WithWatch, namespace string, c clock.Clock, retryInterval time.Duration, m *lockmetrics.Set) *watchRegistry {
+func newWatchRegistry(wc client.WithWatch, namespace string, c clock.Clock, retryInterval time.Duration, m *lockmetrics.Set, log logr.Logger) *watchRegistry {
 	return &watchRegistry{
-		client: wc, namespace: namespace, clock: c, syncWait: max(retryInterval, minSyncWait), metrics: m,
+		client: wc, namespace: namespace, clock: c, syncWait: max(retryInterval, minSyncWait), metrics: m, log: log,
 		open: make(map[string]*entry), herds: make(map[string]herd),
 	}
+}
+
+// logFor is ctx's logger, or fallback when ctx carries none.
+func logFor(ctx context.Context, fallback logr.Logger) logr.Logger {
+	if log, err := logr.FromContext(ctx); err == nil {
+		return log
+	}
+	return fallback
 }
 
 // enabled reports whether callers may open watches.

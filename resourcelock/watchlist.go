@@ -11,7 +11,6 @@ import (
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // watchListRecheck is how long a locker that gave up on watch-lists
@@ -56,7 +55,7 @@ func (reg *watchRegistry) sync(ctx context.Context, name string) *leaseWatch {
 	if err != nil {
 		// A cancelled call says nothing of what the server serves.
 		if ctx.Err() == nil && !transient(err) {
-			reg.noWatchLists(logf.FromContext(ctx), err)
+			reg.noWatchLists(logFor(ctx, reg.log), err)
 		}
 		return nil
 	}
@@ -76,7 +75,7 @@ func (reg *watchRegistry) sync(ctx context.Context, name string) *leaseWatch {
 			reg.end(lw, false) // it served no waiter: the herd's record stays
 			return nil
 		case <-timeout.C:
-			reg.noWatchLists(logf.FromContext(ctx), errWatchListUnanswered)
+			reg.noWatchLists(logFor(ctx, reg.log), errWatchListUnanswered)
 			reg.end(lw, false)
 			return nil
 		case <-s.changed:
