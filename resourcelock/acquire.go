@@ -8,6 +8,7 @@ package resourcelock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -92,6 +93,10 @@ type acquirer struct {
 	lease *coordinationv1.Lease // as last seen; nil when absent
 	until time.Time             // when lease expires, for stepWait
 	races int                   // races lost in a row, without a wait
+	// unread is the error of the last read, when it failed and no read
+	// has succeeded since: the call then learns from its Creates whether
+	// the Lease exists, and not who holds it.
+	unread error
 
 	lw    *leaseWatch // the watch of the Lease, once the call uses one
 	seq   uint64      // the watch's seq when lease was taken from it
@@ -132,10 +137,50 @@ func (rl *ResourceLocker) acquire(ctx context.Context, name, lockerID string) (*
 			next, err = a.wait(ctx)
 		}
 		if err != nil {
-			return a, rl.giveUp(ctx, name, lockerID, a.uncertain, err)
+			return a, a.giveUp(ctx, a.named(err))
 		}
 	}
 	return a, nil
+}
+
+// named returns err, the reason the call gives up, with the lock, lockerID
+// and the holder the call last saw in it. A HeldError names them already.
+func (a *acquirer) named(err error) error {
+	if _, ok := errors.AsType[*HeldError](err); ok {
+		return err
+	}
+	held := ""
+	if a.lease != nil && holder(a.lease) != "" && holder(a.lease) != a.lockerID {
+		_, until := a.rl.leases.expired(a.lease, a.rl.clock.Now())
+		held = fmt.Sprintf(" (held by %q until %s)", holder(a.lease), formatUntil(until))
+	}
+	return fmt.Errorf("resourcelock: acquire lock %s/%s for %q: %w%s", a.rl.namespace, a.name, a.lockerID, err, held)
+}
+
+// end is when the call ends whatever its requests do: lastRequest past its
+// deadline.
+func (a *acquirer) end() time.Time { return a.deadline.Add(lastRequest) }
+
+// readContext bounds a read or the start of a watch. One sent before the
+// deadline ends by it, which leaves lastRequest for a Create: a read that
+// cannot finish (from a cache that cannot sync, say) must not end the call
+// unanswered. One sent later ends with the call.
+func (a *acquirer) readContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if end := a.deadline; a.rl.clock.Now().Before(end) {
+		return a.rl.bound(ctx, end)
+	}
+	return a.rl.bound(ctx, a.end())
+}
+
+// writeContext is the context of a Create or Update that may make the
+// caller the holder. Once sent, such a write runs to its end even if the
+// caller cancels: the client would give up on the request at once, but the
+// server may still apply it, after AcquireLock returned, and leave the lock
+// held by a caller that was told it failed. So the write is detached from
+// the caller's cancellation (not from its values), bounded by the call's
+// end, and AcquireLock honours the cancel once the outcome is known.
+func (a *acquirer) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return a.rl.bound(context.WithoutCancel(ctx), a.end())
 }
 
 // begin picks the first step. A watch this locker keeps open already knows
@@ -166,7 +211,10 @@ func (a *acquirer) read(ctx context.Context) (step, error) {
 		return next, nil
 	}
 	if a.lw == nil && a.standing == notHolder && a.rl.clock.Now().Before(a.deadline) {
-		if a.lw = a.rl.watches.sync(ctx, a.name); a.lw != nil {
+		rctx, cancel := a.readContext(ctx)
+		a.lw = a.rl.watches.sync(rctx, a.name)
+		cancel()
+		if a.lw != nil {
 			if next, ok := a.adopt(a.lw.state()); ok {
 				return next, nil
 			}
@@ -174,12 +222,46 @@ func (a *acquirer) read(ctx context.Context) (step, error) {
 		}
 	}
 	if err := a.get(ctx); err != nil {
-		return a.failed(ctx, err, sentRead)
+		return a.readFailed(ctx, err)
 	}
 	if a.lease == nil {
 		return stepCreate, nil
 	}
 	return stepClaim, nil
+}
+
+// readFailed goes on after a read failed for a reason a retry may mend:
+// the call creates the Lease, whose outcome tells whether the lock is
+// free, even at the deadline once. A read that could not finish then
+// leaves the call at most lastRequest past its deadline, holding the lock
+// if it was free.
+func (a *acquirer) readFailed(ctx context.Context, err error) (step, error) {
+	if ctx.Err() != nil || !transient(err) {
+		return a.failed(ctx, err, sentRead)
+	}
+	first := a.unread == nil
+	a.unread = err
+	if first || a.rl.clock.Now().Before(a.deadline) {
+		return stepCreate, nil
+	}
+	return a.failed(ctx, err, sentRead)
+}
+
+// unreadable goes on after a Create found the Lease that the call could
+// not read: it polls until the deadline, and then gives up with a
+// HeldError that says why the holder is not known.
+func (a *acquirer) unreadable(ctx context.Context) (step, error) {
+	now := a.rl.clock.Now()
+	if a.firstHeld.IsZero() {
+		a.firstHeld = now
+	}
+	if !now.Before(a.deadline) {
+		return stepGiveUp, &HeldError{Namespace: a.rl.namespace, Name: a.name, Waited: now.Sub(a.start), unread: a.unread}
+	}
+	if err := a.rl.sleep(ctx, a.rl.pollWait(now, time.Time{}, a.deadline)); err != nil {
+		return stepGiveUp, err
+	}
+	return stepRead, nil
 }
 
 // handoff waits for the call's turn at a Lease its watch showed deleted,
@@ -208,7 +290,9 @@ func (a *acquirer) create(ctx context.Context, handoff bool) (step, error) {
 	// Real time: rtt measures a request for the cohort's spread (see
 	// turns.widen), and judges no Lease.
 	sentAt := time.Now()
-	lease, err := a.rl.leases.create(ctx, a.name, a.lockerID, a.turns.handoffs)
+	wctx, cancel := a.writeContext(ctx)
+	lease, err := a.rl.leases.create(wctx, a.name, a.lockerID, a.turns.handoffs)
+	cancel()
 	a.turns.rtt = time.Since(sentAt)
 	if err == nil {
 		return a.acquired(ctx, lease, handoff, false)
@@ -216,6 +300,9 @@ func (a *acquirer) create(ctx context.Context, handoff bool) (step, error) {
 	a.rl.metrics.APIError(a.name, err)
 	if !apierrors.IsAlreadyExists(err) {
 		return a.failed(ctx, err, sentWrite)
+	}
+	if a.unread != nil {
+		return a.unreadable(ctx)
 	}
 	if handoff {
 		a.lostHandoff(true)
@@ -253,7 +340,9 @@ func (a *acquirer) claim(ctx context.Context) (step, error) {
 	if previous == a.lockerID && !expired && a.renews(a.lease) {
 		kind, a.standing = sentRefresh, renewing
 	}
-	lease, err := rl.leases.claim(ctx, a.lease, a.lockerID)
+	wctx, cancel := a.writeContext(ctx)
+	lease, err := rl.leases.claim(wctx, a.lease, a.lockerID)
+	cancel()
 	if err == nil {
 		if previous != a.lockerID {
 			a.previousHolder = previous
@@ -322,16 +411,16 @@ func (a *acquirer) raced(race error, next step) (step, error) {
 
 // failed handles an error of a request of the given kind: the call gives
 // up on a cancel, on an error a retry cannot mend, and at the deadline;
-// otherwise it backs off and reads again. A write that failed without a
-// rejection may have taken effect: giving up then releases the Lease.
+// otherwise it backs off and reads again. A write that was sent and failed
+// without a rejection may have taken effect: giving up then releases the
+// Lease.
 func (a *acquirer) failed(ctx context.Context, err error, kind sent) (step, error) {
-	if kind == sentWrite && (ctx.Err() != nil || !rejected(err)) {
+	if kind == sentWrite && (ctx.Err() != nil || !rejected(err) && !unsent(err)) {
 		a.uncertain = true
 	}
 	if ctx.Err() != nil {
 		return stepGiveUp, ctx.Err()
 	}
-	err = fmt.Errorf("resourcelock: acquire lock %s/%s: %w", a.rl.namespace, a.name, err)
 	now := a.rl.clock.Now()
 	if !transient(err) || !now.Before(a.deadline) {
 		return stepGiveUp, err

@@ -43,19 +43,32 @@ type HeldError struct {
 	// locker's write beat, when AcquireLock gave up racing them rather than
 	// waiting.
 	race error
+	// unread is the error of the last read of the Lease, when AcquireLock
+	// could not read it and learned from a Create that it exists.
+	unread error
 }
 
 func (e *HeldError) Error() string {
-	until := "an unknown time"
-	if !e.Until.IsZero() {
-		until = e.Until.UTC().Format(time.RFC3339Nano)
-	}
-	if e.race != nil {
+	switch {
+	case e.unread != nil:
+		return fmt.Sprintf("resourcelock: lock %s/%s is held by a locker that could not be told, since the Lease could not be read (gave up after %v): %v; "+
+			"a client that reads from an informer cache, as a manager's GetClient() does, needs list and watch on Leases in every namespace: "+
+			"build the locker with withlock.NewForCluster, or give it a client that reads from the API server",
+			e.Namespace, e.Name, e.Waited, e.unread)
+	case e.race != nil:
 		return fmt.Sprintf("resourcelock: lock %s/%s kept by other lockers, whose writes beat this one's for %v (last: %v)",
 			e.Namespace, e.Name, e.Waited, e.race)
 	}
 	return fmt.Sprintf("resourcelock: lock %s/%s is held by %q until %s (gave up after %v)",
-		e.Namespace, e.Name, e.Holder, until, e.Waited)
+		e.Namespace, e.Name, e.Holder, formatUntil(e.Until), e.Waited)
+}
+
+// formatUntil formats when a Lease expires; the zero time is unknown.
+func formatUntil(until time.Time) string {
+	if until.IsZero() {
+		return "an unknown time"
+	}
+	return until.UTC().Format(time.RFC3339Nano)
 }
 
 // Is reports whether target is ErrLockHeld.
@@ -63,8 +76,14 @@ func (e *HeldError) Is(target error) bool { return target == ErrLockHeld }
 
 // Unwrap returns the error of the last lost race, when AcquireLock gave up
 // racing other lockers, so that apierrors.IsConflict and
-// apierrors.IsAlreadyExists see it; nil otherwise.
-func (e *HeldError) Unwrap() error { return e.race }
+// apierrors.IsAlreadyExists see it, or of the read that failed, when it
+// could not read the Lease; nil otherwise.
+func (e *HeldError) Unwrap() error {
+	if e.unread != nil {
+		return e.unread
+	}
+	return e.race
+}
 
 // transient reports whether err is worth retrying: the server was busy or
 // unreachable, and may answer differently soon.
@@ -85,6 +104,10 @@ func transient(err error) bool {
 	}
 	return utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err)
 }
+
+// unsent reports whether err says that the request never reached the
+// server: the connection was refused.
+func unsent(err error) bool { return utilnet.IsConnectionRefused(err) }
 
 // rejected reports whether the server answered a write with a client error
 // (4xx), so the write certainly did not take effect.

@@ -17,14 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-const (
-	managedByValue = "leaselock"
-
-	// detachedTimeout bounds a request sent on a context detached from the
-	// caller's cancellation: a write already sent (see writeContext), and
-	// the release of a Lease that a failed AcquireLock may have won.
-	detachedTimeout = 5 * time.Second
-)
+const managedByValue = "leaselock"
 
 // leaseClient reads and writes the Leases of one namespace, and records
 // what it wrote and saw in records.
@@ -52,7 +45,8 @@ func (lc *leaseClient) get(ctx context.Context, name string) (*coordinationv1.Le
 
 // create creates the Lease name held by lockerID. handoffs is how many
 // handoffs to other waiters the caller waited through, recorded for the next
-// waiters (HandoffsAnnotation).
+// waiters (HandoffsAnnotation). Its caller gives it a ctx that outlives its
+// own cancellation, as it does claim: see acquirer.writeContext.
 func (lc *leaseClient) create(ctx context.Context, name, lockerID string, handoffs int) (*coordinationv1.Lease, error) {
 	now := metav1.NewMicroTime(lc.clock.Now())
 	lease := &coordinationv1.Lease{
@@ -69,9 +63,7 @@ func (lc *leaseClient) create(ctx context.Context, name, lockerID string, handof
 			RenewTime:            &now,
 		},
 	}
-	wctx, cancel := writeContext(ctx)
-	defer cancel()
-	if err := lc.client.Create(wctx, lease); err != nil {
+	if err := lc.client.Create(ctx, lease); err != nil {
 		return nil, err
 	}
 	lc.records.acquired(lockerID, lease, now.Time, lc.duration)
@@ -92,24 +84,11 @@ func (lc *leaseClient) claim(ctx context.Context, lease *coordinationv1.Lease, l
 	}
 	spec.RenewTime = &now
 	spec.LeaseDurationSeconds = ptr.To(int32(lc.duration / time.Second))
-	wctx, cancel := writeContext(ctx)
-	defer cancel()
-	if err := lc.client.Update(wctx, lease); err != nil {
+	if err := lc.client.Update(ctx, lease); err != nil {
 		return nil, err
 	}
 	lc.records.acquired(lockerID, lease, now.Time, lc.duration)
 	return lease, nil
-}
-
-// writeContext is the context of a Create or Update that may make the caller
-// the holder. Once sent, such a write runs to its end even if the caller
-// cancels: the client would give up on the request at once, but the server
-// may still apply it, after AcquireLock returned, and leave the lock held by
-// a caller that was told it failed. So the write is detached from the
-// caller's cancellation (not from its values), bounded by detachedTimeout,
-// and AcquireLock honours the cancel once the outcome is known.
-func writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
 }
 
 // delete deletes the Lease name if it is still in version v: the server

@@ -1,7 +1,8 @@
 package resourcelock
 
-// Pacing on the locker's clock: the backoff after a transient error, and
-// the sleeps and timers every wait of an acquisition or a release uses.
+// Pacing on the locker's clock: the backoff after a transient error, the
+// sleeps and timers every wait of an acquisition or a release uses, and the
+// bound of every request they send.
 
 import (
 	"context"
@@ -9,6 +10,20 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 )
+
+// lastRequest is how long past its retry deadline a call may run: enough
+// for one request of a healthy server, so that a try-lock gets an answer,
+// and so does the Create that follows a read that could not finish. No
+// request of AcquireLock or ReleaseLock runs past it, whatever the client
+// does.
+const lastRequest = 2 * time.Second
+
+// bound returns ctx with a deadline at end on the locker's clock (a
+// request's context is real time: with a fake clock, end is as far off as
+// it is on the fake one).
+func (rl *ResourceLocker) bound(ctx context.Context, end time.Time) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, max(end.Sub(rl.clock.Now()), 0))
+}
 
 // backoff is the pacing of retries after transient errors: firstBackoff,
 // doubling with jitter up to the retry interval.

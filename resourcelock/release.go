@@ -19,6 +19,9 @@ func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) er
 	v := a.version
 	log := rl.logger(ctx).WithValues("lock", name, "namespace", rl.namespace, "holder", lockerID)
 	deadline := rl.clock.Now().Add(rl.retryTimeout)
+	// No request runs past the call's end (see lastRequest).
+	ctx, cancel := rl.bound(ctx, deadline.Add(lastRequest))
+	defer cancel()
 	backoff := rl.backoff()
 	for {
 		var err error
@@ -62,30 +65,31 @@ func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) er
 			rl.metrics.APIError(name, err)
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			err = ctx.Err()
 		}
-		err = fmt.Errorf("resourcelock: release lock %s/%s: %w", rl.namespace, name, err)
 		now := rl.clock.Now()
-		if !transient(err) || !now.Before(deadline) {
-			return err
+		if ctx.Err() != nil || !transient(err) || !now.Before(deadline) {
+			return fmt.Errorf("resourcelock: release lock %s/%s held by %q: %w", rl.namespace, name, lockerID, err)
 		}
 		if err := rl.sleep(ctx, min(backoff.Step(), deadline.Sub(now))); err != nil {
-			return err
+			return fmt.Errorf("resourcelock: release lock %s/%s held by %q: %w", rl.namespace, name, lockerID, err)
 		}
 	}
 }
 
 // giveUp ends a failed AcquireLock. When a write may have made lockerID the
-// holder without AcquireLock seeing it, it releases the Lease on a context of
-// its own, so the caller's cancellation does not leak the lock.
-func (rl *ResourceLocker) giveUp(ctx context.Context, name, lockerID string, uncertain bool, err error) error {
-	if !uncertain {
+// holder without the call seeing it, it releases the Lease on a context of
+// its own, so the caller's cancellation does not leak the lock, and within
+// the call's end, so that a server that does not answer does not hold the
+// caller: the Lease then stays until it expires, and the error says so.
+func (a *acquirer) giveUp(ctx context.Context, err error) error {
+	if !a.uncertain {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
+	rctx, cancel := a.rl.bound(context.WithoutCancel(ctx), a.end())
 	defer cancel()
-	if rerr := rl.release(ctx, name, lockerID); rerr != nil {
-		return errors.Join(err, rerr)
+	if rerr := a.rl.release(rctx, a.name, a.lockerID); rerr != nil {
+		return errors.Join(err, fmt.Errorf("%w; a write of this call may have taken the lock, which then stays until its Lease expires", rerr))
 	}
 	return err
 }

@@ -66,7 +66,13 @@ func (a *acquirer) wait(ctx context.Context) (step, error) {
 // an older one: the call reads the Lease again, and returns the step that
 // follows the read, to wait on the watch from there.
 func (a *acquirer) watchHeld(ctx context.Context) step {
-	if a.lw = a.rl.watches.watch(ctx, a.lease); a.lw == nil {
+	rctx, cancel := a.readContext(ctx)
+	a.lw = a.rl.watches.watch(rctx, a.lease)
+	cancel()
+	if a.lw == nil {
+		if !a.rl.noWatch {
+			a.rl.watches.polling(a.rl.logger(ctx), a.rl.retryInterval)
+		}
 		return stepWait
 	}
 	s := a.lw.state()
@@ -205,16 +211,18 @@ func (rl *ResourceLocker) pollWait(now, until, deadline time.Time) time.Duration
 	return max(min(d, deadline.Sub(now)), 0)
 }
 
-// get reads the Lease into a.lease.
+// get reads the Lease into a.lease, within the read's bound.
 func (a *acquirer) get(ctx context.Context) error {
-	lease, err := a.rl.leases.get(ctx, a.name)
+	rctx, cancel := a.readContext(ctx)
+	lease, err := a.rl.leases.get(rctx, a.name)
+	cancel()
 	if err != nil {
 		if ctx.Err() == nil { // a cancel is no error of the server's
 			a.rl.metrics.APIError(a.name, err)
 		}
 		return err
 	}
-	a.lease = lease
+	a.lease, a.unread = lease, nil
 	return nil
 }
 

@@ -14,10 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/clock"
@@ -50,11 +50,12 @@ type watchRegistry struct {
 	// log is the locker's logger, for calls whose ctx carries none.
 	log logr.Logger
 
-	// listsOffUntil is when, in UnixNano on clock, the registry asks for a
-	// watch-list again after the server rejected, or the client ignored,
-	// one; 0 while none was. listsOffLogged is set once that was logged.
-	listsOffUntil  atomic.Int64
-	listsOffLogged atomic.Bool
+	// lists remembers a watch-list that the server rejected, or the
+	// client ignored; watches, a watch the server refused (the watch verb
+	// not granted, say). Either is not asked for again for a while.
+	lists, watches refusal
+	// pollLogged is set once a call was told that waiters poll.
+	pollLogged atomic.Bool
 
 	mu sync.Mutex // guards open, herds and closed
 	// open is the watch of each Lease that callers wait on, or that
@@ -90,9 +91,30 @@ func logFor(ctx context.Context, fallback logr.Logger) logr.Logger {
 	return fallback
 }
 
+// refusal is a kind of request that the server refused, or the client
+// ignored: the registry does not send it again until the refusal's time
+// is up (on the registry's clock), and logs the first refusal.
+type refusal struct {
+	until  atomic.Int64 // UnixNano; 0 while none was refused
+	logged atomic.Bool
+}
+
+// refused records a refusal at now, for d, and reports whether it is the
+// first, to log.
+func (r *refusal) refused(now time.Time, d time.Duration) (first bool) {
+	r.until.Store(now.Add(d).UnixNano())
+	return !r.logged.Swap(true)
+}
+
+// active reports whether a refusal's time is not up at now.
+func (r *refusal) active(now time.Time) bool {
+	until := r.until.Load()
+	return until != 0 && now.UnixNano() < until
+}
+
 // enabled reports whether callers may open watches.
 func (reg *watchRegistry) enabled() bool {
-	if reg.client == nil {
+	if reg.client == nil || reg.watches.active(reg.clock.Now()) {
 		return false
 	}
 	reg.mu.Lock()
@@ -134,9 +156,32 @@ func (reg *watchRegistry) watch(ctx context.Context, lease *coordinationv1.Lease
 	}
 	lw, err := reg.start(ctx, lease.Name, lease, &metav1.ListOptions{ResourceVersion: lease.ResourceVersion})
 	if err != nil {
+		// A cancelled call says nothing of what the server serves.
+		if ctx.Err() == nil && !transient(err) {
+			reg.noWatches(logFor(ctx, reg.log), err)
+		}
 		return nil
 	}
 	return reg.register(lw)
+}
+
+// noWatches turns watches off for watchListRecheck, and logs why the first
+// time.
+func (reg *watchRegistry) noWatches(log logr.Logger, why error) {
+	if reg.watches.refused(reg.clock.Now(), watchListRecheck) {
+		log.Info("watch of Leases refused: waiters poll at the retry interval instead, and ask again every "+watchListRecheck.String()+"; grant watch on leases for the fast path",
+			"namespace", reg.namespace, "reason", why.Error())
+	}
+}
+
+// polling tells, once, why a call polls: the locker's client cannot watch.
+func (reg *watchRegistry) polling(log logr.Logger, retryInterval time.Duration) {
+	if reg.client != nil || reg.pollLogged.Swap(true) {
+		return
+	}
+	log.Info("the locker's client cannot watch: waiters poll the Lease every retry interval, and a released lock waits that long for its next holder; "+
+		"for the fast path build the locker with withlock.NewForCluster or withlock.NewForConfig, or pass resourcelock.WithWatchClient",
+		"namespace", reg.namespace, "retryInterval", retryInterval)
 }
 
 // start sends the watch of the Lease name with the given options and starts

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 )
@@ -56,6 +57,9 @@ func (reg *watchRegistry) sync(ctx context.Context, name string) *leaseWatch {
 		// A cancelled call says nothing of what the server serves.
 		if ctx.Err() == nil && !transient(err) {
 			reg.noWatchLists(logFor(ctx, reg.log), err)
+			if apierrors.IsForbidden(err) { // the watch verb is not granted
+				reg.noWatches(logFor(ctx, reg.log), err)
+			}
 		}
 		return nil
 	}
@@ -86,8 +90,7 @@ func (reg *watchRegistry) sync(ctx context.Context, name string) *leaseWatch {
 // noWatchLists turns watch-lists off for watchListRecheck, and logs why the
 // first time.
 func (reg *watchRegistry) noWatchLists(log logr.Logger, why error) {
-	reg.listsOffUntil.Store(reg.clock.Now().Add(watchListRecheck).UnixNano())
-	if !reg.listsOffLogged.Swap(true) {
+	if reg.lists.refused(reg.clock.Now(), watchListRecheck) {
 		log.V(1).Info("watch-lists not served: waiters read the Lease before they watch it, and ask again every "+watchListRecheck.String(),
 			"namespace", reg.namespace, "reason", why.Error())
 	}
@@ -96,6 +99,5 @@ func (reg *watchRegistry) noWatchLists(log logr.Logger, why error) {
 // listsOff reports whether the registry gave up on watch-lists less than
 // watchListRecheck ago.
 func (reg *watchRegistry) listsOff() bool {
-	until := reg.listsOffUntil.Load()
-	return until != 0 && reg.clock.Now().UnixNano() < until
+	return reg.lists.active(reg.clock.Now())
 }
