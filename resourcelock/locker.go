@@ -7,6 +7,7 @@ package resourcelock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -195,10 +196,19 @@ func (rl *ResourceLocker) Close() error {
 //
 // When the lock stays held the error is a *HeldError, which is ErrLockHeld.
 // Transient server errors are retried inside the window; others return at
-// once, wrapped so that apierrors.IsForbidden and friends still hold. If ctx
-// is cancelled, AcquireLock returns ctx.Err() without waiting further and
-// leaves no Lease of its own behind (a write in flight first runs to its end,
-// for at most 5s). A lock the caller held before the call stays held.
+// once. If ctx is cancelled, AcquireLock returns ctx.Err() without waiting
+// further and leaves no Lease of its own behind (a write in flight first
+// runs to its end). A lock the caller held before the call stays held.
+// Every error names the lock, lockerID and the holder last seen, and wraps
+// its cause: errors.Is sees ctx errors, apierrors.IsForbidden and friends
+// hold.
+//
+// No request outlives the call: it returns within the retry timeout and one
+// more request (2s), whatever the client and the server do. A read that
+// cannot finish (a manager's GetClient() reads Leases from an informer
+// cache, which needs list and watch on Leases in every namespace) does not
+// end the call: it goes on creating the Lease, and gets the lock if it is
+// free.
 //
 // name must be a valid Lease name and lockerID non-empty UTF-8; otherwise
 // AcquireLock returns an error before sending any request. Callers that pass
@@ -209,7 +219,7 @@ func (rl *ResourceLocker) AcquireLock(ctx context.Context, name, lockerID string
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return fmt.Errorf("resourcelock: acquire lock %s/%s for %q: %w", rl.namespace, name, lockerID, err)
 	}
 	a, err := rl.acquire(ctx, name, lockerID)
 	rl.report(ctx, a, err)
@@ -259,15 +269,17 @@ func (rl *ResourceLocker) logger(ctx context.Context) logr.Logger {
 // Delete carries preconditions on the UID and resourceVersion of the Lease as
 // lockerID holds it, and a failed precondition makes ReleaseLock read the
 // Lease and decide again. Transient server errors are retried within the retry
-// timeout. If ctx is cancelled, ReleaseLock returns ctx.Err() and the Lease
-// stays until it expires; callers that must release after their own context
-// ended should pass context.WithoutCancel(ctx) with a timeout.
+// timeout, and no request outlives it by more than 2s. If ctx is cancelled,
+// ReleaseLock returns ctx.Err() and the Lease stays until it expires;
+// callers that must release after their own context ended should pass
+// context.WithoutCancel(ctx) with a timeout. Every error names the lock and
+// lockerID, and wraps its cause.
 func (rl *ResourceLocker) ReleaseLock(ctx context.Context, name, lockerID string) error {
 	if err := rl.check(name, lockerID); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return fmt.Errorf("resourcelock: release lock %s/%s held by %q: %w", rl.namespace, name, lockerID, err)
 	}
 	return rl.release(ctx, name, lockerID)
 }

@@ -302,7 +302,7 @@ func TestWithLockAlwaysReleases(t *testing.T) {
 					return c.Delete(ctx, obj, opts...)
 				},
 			})
-			l := withlock.New(f.locker(), withlock.WithReleaseTimeout(time.Hour))
+			l := withlock.New(f.locker(), withlock.WithReleaseTimeout(1500*time.Millisecond))
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 
@@ -361,10 +361,11 @@ func TestWithLockAlwaysReleases(t *testing.T) {
 			if d.err != nil {
 				t.Errorf("got release ctx error %v, want nil", d.err)
 			}
-			// A deadline more than half an hour away can only be the
-			// one-hour release timeout, not the default.
-			if !d.hasDeadline || d.deadline.Before(time.Now().Add(30*time.Minute)) {
-				t.Errorf("got release ctx deadline %v (set: %t), want one about an hour away", d.deadline, d.hasDeadline)
+			// A deadline less than 1.5s after the delete can only be the
+			// release timeout: the default, and the locker's own bound of
+			// its retry timeout plus 2s, end later.
+			if left := time.Until(d.deadline); !d.hasDeadline || left > 1500*time.Millisecond {
+				t.Errorf("got release ctx deadline %v away (set: %t), want the release timeout, 1.5s or less", left, d.hasDeadline)
 			}
 		})
 	}
