@@ -27,11 +27,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	lerl "k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/leaselock/leaselock/internal/testenv"
 	"github.com/leaselock/leaselock/resourcelock"
@@ -236,6 +239,28 @@ var locks = map[string]func(b *testing.B, ns string, reqs *testenv.Requests) fun
 				resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil)))
 		}
 	},
+	// What a newcomer passes first, as the usage in the package doc reads:
+	// client.New, which cannot watch, so waiters poll every 500ms.
+	"leaselock-client.New": func(b *testing.B, ns string, reqs *testenv.Requests) func() *worker {
+		return func() *worker {
+			c, err := client.New(testenv.CountedConfig(b, reqs), client.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return leaselockWorker(testenv.CountedClient(b, reqs), resourcelock.NewResourceLocker(c, ns,
+				resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil)))
+		}
+	},
+	// What most reconcilers hold: a manager's GetClient(), which reads
+	// Leases from its informer cache (a cluster-wide Lease informer) and
+	// cannot watch. Each worker is a manager of its own, as a replica is.
+	"leaselock-mgr.GetClient()": func(b *testing.B, ns string, reqs *testenv.Requests) func() *worker {
+		return func() *worker {
+			mgr := startManager(b, testenv.CountedConfig(b, reqs))
+			return leaselockWorker(testenv.CountedClient(b, reqs), resourcelock.NewResourceLocker(mgr.GetClient(), ns,
+				resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil)))
+		}
+	},
 	// client-go's leaderelection used as a lock, the way people do: a
 	// LeaderElector per critical section, ReleaseOnCancel, and
 	// controller-runtime's default timings.
@@ -246,6 +271,32 @@ var locks = map[string]func(b *testing.B, ns string, reqs *testenv.Requests) fun
 			return &worker{c: c, cs: cs, withLock: electLock(ns, cs)}
 		}
 	},
+}
+
+// startManager starts a manager on cfg, with no metrics or probe server,
+// and returns it once its cache runs; b's cleanup stops it.
+func startManager(b *testing.B, cfg *rest.Config) manager.Manager {
+	mgr, err := manager.New(cfg, manager.Options{
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Logger:                 logr.Discard(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("manager: %v", err)
+		}
+	})
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		b.Fatal("the manager's cache did not start")
+	}
+	return mgr
 }
 
 // leaselockWorker is a worker that runs withlock around rl. Like rl, its
@@ -685,6 +736,28 @@ func BenchmarkContended8(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkClients8 is 8 workers on one lock in rounds, with each kind of
+// client a user may pass, beside the watch path (client.NewWithWatch, the
+// "leaselock" row): what each choice costs.
+func BenchmarkClients8(b *testing.B) {
+	for currentRun = range runs() {
+		for _, kind := range []string{"leaselock", "leaselock-client.New", "leaselock-mgr.GetClient()"} {
+			withTwin(b, kind, kind, clientRows[kind], func(b *testing.B, kind, row string) {
+				for b.Loop() {
+					contend(b, clients8, row, kind, 8, false, rounds, runFor())
+				}
+			})
+		}
+	}
+}
+
+// clientRows name the rows of BenchmarkClients8 by the client each passes.
+var clientRows = map[string]string{
+	"leaselock":                 "leaselock",
+	"leaselock-client.New":      "client.New",
+	"leaselock-mgr.GetClient()": "mgr.GetClient()",
 }
 
 // BenchmarkScale is the cost curve: 1, 2, 8 and 32 contenders on one lock,

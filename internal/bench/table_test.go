@@ -47,6 +47,7 @@ var comparisons = map[string]struct{ ref, metric string }{
 	"uncontended": {"raw-create-delete", "ns/op"},
 	rounds8:       {"leaselock", "increments/s"},
 	free8:         {"leaselock", "increments/s"},
+	clients8:      {"leaselock", "increments/s"},
 }
 
 // serialRows name, per scenario, the row of one worker alone whose cycle
@@ -152,10 +153,12 @@ func paired(sc, row, ref string, f func(m, ref map[string]float64) (float64, boo
 	return vs
 }
 
-// The two 8-worker scenarios (see workload).
+// The 8-worker scenarios (see workload): two workloads, and the clients a
+// user may pass.
 const (
-	rounds8 = "8 workers, one lock, one increment each per round"
-	free8   = "8 workers, one lock, free-running"
+	rounds8  = "8 workers, one lock, one increment each per round"
+	free8    = "8 workers, one lock, free-running"
+	clients8 = "8 workers, one lock, one increment each per round, by the client passed"
 )
 
 var columns = []string{"ns/op", "median-ns", "allocs/op", "requests/op", "increments/s", "handoff-p50-ms", "handoff-p99-ms", "write-p50-ms", "wait-p50-ms", "wait-p99-ms", "later-wait-p99-ms", "settled-wait-p99-ms", "turns-waited-p99", "requests/acq", "client-cpu-ms/acq", "server-cpu-ms/acq",
