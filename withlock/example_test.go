@@ -48,17 +48,24 @@ func ExampleDo() {
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	// A retry timeout of 0 makes every acquire a try-lock.
 	rl := resourcelock.NewResourceLocker(c, "default", resourcelock.WithRetryTimeout(0))
+	nop := func(context.Context) error { return nil }
 
-	err := withlock.Do(ctx, rl, "settings", func(ctx context.Context) error {
-		// Every call holds the lock under a holder ID of its own, so a second
-		// call for the same lock is turned away, even from this process.
-		err := withlock.Do(ctx, rl, "settings", func(context.Context) error { return nil })
-		fmt.Println("second call turned away:", errors.Is(err, resourcelock.ErrLockHeld))
+	err := withlock.Do(ctx, rl, "settings", func(fnCtx context.Context) error {
+		// Every call holds the lock under a holder ID of its own, so a call
+		// of another call chain (ctx, not fnCtx) is turned away, even from
+		// this process.
+		err := withlock.Do(ctx, rl, "settings", nop)
+		fmt.Println("other call turned away:", errors.Is(err, resourcelock.ErrLockHeld))
+		// fnCtx records the lock: a nested call for it, which would wait
+		// for itself, fails at once.
+		err = withlock.Do(fnCtx, rl, "settings", nop)
+		fmt.Println("nested call refused:", errors.Is(err, withlock.ErrNestedLock))
 		return nil
 	})
 	fmt.Println("first call:", err)
 	// Output:
-	// second call turned away: true
+	// other call turned away: true
+	// nested call refused: true
 	// first call: <nil>
 }
 
