@@ -29,6 +29,9 @@ var (
 	errNilObject = errors.New("withlock: object is nil")
 	errNilMutate = errors.New("withlock: mutate is nil")
 	errNilScheme = errors.New("withlock: client has no scheme: Update finds an object's kind from it")
+	// errReadCut is the cause of the ctx of a read that ran until the
+	// lock's time ran short.
+	errReadCut = errors.New("withlock: the read did not finish before the lock's time ran short")
 )
 
 // conflictBackoff paces Update's retries on Conflict. Under the lock a
@@ -46,8 +49,10 @@ type updateOptions struct {
 
 // ReadFrom makes Update read the object from r instead of from c. Pass an
 // uncached reader (a manager's GetAPIReader()) when c reads from an informer
-// cache: a stale read under the lock only earns a Conflict and a retry. A
-// nil reader makes Update return an error before any request.
+// cache: a stale read under the lock only earns a Conflict and a retry, and
+// a cache whose informer cannot sync (it needs list and watch on the kind
+// in every namespace it caches) fails the read. A nil reader makes Update
+// return an error before any request.
 func ReadFrom(r client.Reader) UpdateOption {
 	return func(o *updateOptions) { o.reader = r }
 }
@@ -80,6 +85,12 @@ func Status() UpdateOption {
 // stored. Errors from the server come back wrapped, so apierrors.IsNotFound
 // and friends hold. Update does not create the object: one that does not
 // exist is a NotFound error.
+//
+// The read goes through c, or through ReadFrom's reader. It is bounded:
+// a read that has not finished a second before the lock's lease less the
+// margin runs out (half the time left, when less than two seconds are)
+// fails with an error that says so, as a cache-backed client's read does
+// when its informer cannot sync; the lock is not reported lost then.
 //
 // obj is set only once the write succeeded (or mutate changed nothing). An
 // error with obj set means the change is stored and the lock reported
@@ -229,12 +240,27 @@ func (u *updateCall[T]) write(ctx context.Context, before runtime.Object, curren
 	return nil
 }
 
-// read gets the object into current.
+// read gets the object into current, and gives up a little before the
+// lock's time is up, so that a read that cannot finish fails as what it is
+// rather than as a lost lock.
 func (u *updateCall[T]) read(ctx context.Context, current T) error {
-	if err := u.o.reader.Get(ctx, u.key, current); err != nil {
-		return fmt.Errorf("withlock: update %s: get: %w", u.key, err)
+	rctx, stop := ctx, func() bool { return false }
+	if held := innermost(ctx); held != nil {
+		clk := u.l.rl.Clock()
+		by := held.expiry.Add(-min(conflictBackoff.Cap, held.expiry.Sub(clk.Now())/2))
+		rctx, stop = withClockDeadline(ctx, clk, by, errReadCut)
 	}
-	return nil
+	err := u.o.reader.Get(rctx, u.key, current)
+	cut := stop()
+	switch {
+	case err == nil:
+		return nil
+	case cut && ctx.Err() == nil:
+		return fmt.Errorf("withlock: update %s: get: the read did not finish before the lock's time ran short: "+
+			"a cache-backed client (a manager's GetClient()) waits until its informer of %s syncs, which needs list and watch "+
+			"on %[2]s in every namespace the cache covers (all, by default); pass ReadFrom(mgr.GetAPIReader()): %[3]w", u.key, u.gk, err)
+	}
+	return fmt.Errorf("withlock: update %s: get: %w", u.key, err)
 }
 
 // changedBesideStatus reports whether after differs from before anywhere
