@@ -23,7 +23,7 @@ type Requests struct {
 	compressed map[[2]string]int
 	// across counts the requests whose path names no namespace.
 	across map[[2]string]int
-	writes     map[string][]time.Duration
+	writes map[string][]time.Duration
 	// tracing is set by Trace; log then holds every request since.
 	tracing bool
 	log     []Request
@@ -213,6 +213,10 @@ type countingTransport struct {
 	next http.RoundTripper
 	r    *Requests
 }
+
+// WrappedRoundTripper returns the transport t counts the requests of, so
+// that utilnet.CloseIdleConnectionsFor reaches it.
+func (t countingTransport) WrappedRoundTripper() http.RoundTripper { return t.next }
 
 func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.r.add(req)
