@@ -16,9 +16,11 @@ var (
 	_ manager.LeaderElectionRunnable = (*Locker)(nil)
 )
 
-// Close ends the calls waiting in AcquireLock with ErrClosed, and makes
-// every later WithLock and Update through l return ErrClosed before any
-// request.
+// Close ends the calls waiting in AcquireLock with ErrClosed, makes every
+// later WithLock and Update through l return ErrClosed before any request,
+// and stops the removal of leftover Leases, waiting for it to end.
+// When NewForCluster or NewForConfig built l's ResourceLocker, Close closes
+// it too, which ends its watches.
 //
 // A fn that runs when Close is called goes on: its ctx is not cancelled,
 // and its lock is released when it returns, as always. Close is safe to
@@ -29,12 +31,16 @@ func (l *Locker) Close() error {
 		return nil
 	}
 	l.cancel(ErrClosed)
+	l.background.Wait()
+	if l.closeBuilt != nil {
+		l.closeBuilt()
+	}
 	return nil
 }
 
 // Start blocks until ctx ends or l is closed, and then closes l: it makes
-// l a manager.Runnable: added to a manager, l closes when the manager
-// stops. It returns nil.
+// l a manager.Runnable, which NewForCluster adds to a manager, so that l
+// closes when the manager stops. It returns nil.
 func (l *Locker) Start(ctx context.Context) error {
 	if l == nil || l.stop == nil {
 		<-ctx.Done()

@@ -11,8 +11,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/manager/signals"
 
 	"github.com/leaselock/leaselock/resourcelock"
 	"github.com/leaselock/leaselock/withlock"
@@ -95,6 +98,40 @@ func ExampleUpdate() {
 	}
 	fmt.Println("count:", cm.Data["count"])
 	// Output: count: 42
+}
+
+// A manager's replicas take locks through the Locker NewForCluster wires
+// for them: Leases through an uncached client that watches, Update's reads
+// through the API reader, its logger, and a Locker that closes when the
+// manager stops. It needs the Role of examples/rbac.yaml in the namespace.
+func ExampleNewForCluster() {
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		panic(err)
+	}
+	mgr, err := manager.New(cfg, manager.Options{})
+	if err != nil {
+		panic(err)
+	}
+	l, err := withlock.NewForCluster(mgr, "my-operator")
+	if err != nil {
+		panic(err)
+	}
+	// In a reconciler, with its ctx and the manager's client:
+	reconcile := func(ctx context.Context, key client.ObjectKey) error {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}}
+		return withlock.Update(ctx, l, mgr.GetClient(), cm, func(cm *corev1.ConfigMap) error {
+			if cm.Data == nil {
+				cm.Data = map[string]string{}
+			}
+			cm.Data["owner"] = "me"
+			return nil
+		})
+	}
+	_ = reconcile
+	if err := mgr.Start(signals.SetupSignalHandler()); err != nil {
+		panic(err)
+	}
 }
 
 func ExampleLockName() {

@@ -47,7 +47,8 @@ type updateOptions struct {
 	status bool
 }
 
-// ReadFrom makes Update read the object from r instead of from c. Pass an
+// ReadFrom makes Update read the object from r instead of from c (or, for
+// a Locker from NewForCluster, from the cluster's GetAPIReader()). Pass an
 // uncached reader (a manager's GetAPIReader()) when c reads from an informer
 // cache: a stale read under the lock only earns a Conflict and a retry, and
 // a cache whose informer cannot sync (it needs list and watch on the kind
@@ -86,7 +87,8 @@ func Status() UpdateOption {
 // and friends hold. Update does not create the object: one that does not
 // exist is a NotFound error.
 //
-// The read goes through c, or through ReadFrom's reader. It is bounded:
+// The read goes through c, or through the cluster's GetAPIReader() for a
+// Locker from NewForCluster, or through ReadFrom's reader. It is bounded:
 // a read that has not finished a second before the lock's lease less the
 // margin runs out (half the time left, when less than two seconds are)
 // fails with an error that says so, as a cache-backed client's read does
@@ -104,6 +106,9 @@ func Status() UpdateOption {
 // nil; Update returns an error before any request otherwise.
 func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, obj T, mutate func(T) error, opts ...UpdateOption) error {
 	u := updateCall[T]{l: l, c: c, o: updateOptions{reader: c}, mutate: mutate}
+	if l != nil && l.reader != nil {
+		u.o.reader = l.reader
+	}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(&u.o)
@@ -258,7 +263,8 @@ func (u *updateCall[T]) read(ctx context.Context, current T) error {
 	case cut && ctx.Err() == nil:
 		return fmt.Errorf("withlock: update %s: get: the read did not finish before the lock's time ran short: "+
 			"a cache-backed client (a manager's GetClient()) waits until its informer of %s syncs, which needs list and watch "+
-			"on %[2]s in every namespace the cache covers (all, by default); pass ReadFrom(mgr.GetAPIReader()): %[3]w", u.key, u.gk, err)
+			"on %[2]s in every namespace the cache covers (all, by default); pass ReadFrom(mgr.GetAPIReader()), "+
+			"or build the Locker with NewForCluster: %[3]w", u.key, u.gk, err)
 	}
 	return fmt.Errorf("withlock: update %s: get: %w", u.key, err)
 }

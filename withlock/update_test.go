@@ -910,7 +910,7 @@ func TestUpdateBoundsTheRead(t *testing.T) {
 	f.clock.Step(time.Millisecond)
 	err := call.wait()
 
-	for _, want := range []string{"did not finish", "list and watch", "ReadFrom(mgr.GetAPIReader())", "ConfigMap"} {
+	for _, want := range []string{"did not finish", "list and watch", "ReadFrom(mgr.GetAPIReader())", "NewForCluster", "ConfigMap"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want an error that says %q", err, want)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/google/uuid"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leaselock/leaselock/internal/lockmetrics"
@@ -41,7 +42,7 @@ var (
 
 // Locker runs functions under resourcelock locks, with a holder ID of its own
 // for every acquisition. It is safe for concurrent use. The zero value is not
-// usable; build one with New.
+// usable; build one with New, NewForCluster or NewForConfig.
 type Locker struct {
 	rl             *resourcelock.ResourceLocker
 	identity       string
@@ -49,14 +50,24 @@ type Locker struct {
 	margin         time.Duration
 	// log is the logger of calls whose ctx carries none.
 	log logr.Logger
+	// reader is what Update reads through by default; nil for Update's
+	// client.
+	reader client.Reader
+
 	// stop is cancelled, with cause ErrClosed, by Close.
 	stop   context.Context
 	cancel context.CancelCauseFunc
+	// background is the removal of leftover Leases, when l runs one.
+	background sync.WaitGroup
+	// closeBuilt closes what the constructor built for l: the
+	// ResourceLocker, and the connections of its HTTP client. Nil for New.
+	closeBuilt func()
 }
 
 // New returns a Locker that takes its locks from rl. A nil rl is reported by
 // every call, before any request is sent. The Locker starts no background
-// work, and Close neither closes rl nor is needed.
+// work, and Close neither closes rl nor is needed; WithResourceLockerOptions
+// and WithLeftoverRemoval do not apply to it.
 func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
 	return newLocker(rl, collect(opts))
 }
@@ -74,7 +85,8 @@ func newLocker(rl *resourcelock.ResourceLocker, o options) *Locker {
 	return l
 }
 
-// ResourceLocker returns the ResourceLocker l takes its locks from.
+// ResourceLocker returns the ResourceLocker l takes its locks from: the one
+// given to New, or the one NewForCluster or NewForConfig built.
 func (l *Locker) ResourceLocker() *resourcelock.ResourceLocker {
 	if l == nil {
 		return nil
