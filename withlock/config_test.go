@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,6 +90,37 @@ func TestNewForRejectsBadInput(t *testing.T) {
 			}
 			if l != nil {
 				t.Errorf("got a Locker, want nil")
+			}
+		})
+	}
+}
+
+// TestNewForConfigLeavesControllerRuntimesLogAlone builds and closes a
+// Locker with NewForConfig, with its default logger and with
+// logr.Discard(), which client.New would replace with log.Log: neither
+// touches controller-runtime's log.Log. The config's server does not
+// exist; building the Locker sends no request.
+func TestNewForConfigLeavesControllerRuntimesLogAlone(t *testing.T) {
+	nowhere := &rest.Config{Host: "https://127.0.0.1:1"}
+	tests := []struct {
+		name string
+		opts []withlock.Option
+	}{
+		{"default logger", nil},
+		{"logr.Discard()", []withlock.Option{withlock.WithLogger(logr.Discard())}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := testenv.RuntimeLogCalls()
+			l, err := withlock.NewForConfig(nowhere, "ns", append(tt.opts, withlock.WithLeftoverRemoval(-1))...)
+			if err != nil {
+				t.Fatalf("NewForConfig: %v", err)
+			}
+			if err := l.Close(); err != nil {
+				t.Errorf("Close: got %v, want nil", err)
+			}
+			if got := testenv.RuntimeLogCalls() - before; got != 0 {
+				t.Errorf("got %d calls to controller-runtime's log.Log, want none", got)
 			}
 		})
 	}
