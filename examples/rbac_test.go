@@ -1,10 +1,8 @@
 package examples_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -13,8 +11,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -27,52 +23,25 @@ func TestMain(m *testing.M) {
 }
 
 // lockRole reads the Role in rbac.yaml.
-func lockRole(t *testing.T) *rbacv1.Role {
-	t.Helper()
-	data, err := os.ReadFile("rbac.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, doc := range splitYAML(data) {
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("decode rbac.yaml: %v", err)
-		}
-		if role, ok := obj.(*rbacv1.Role); ok {
-			return role
-		}
-	}
-	t.Fatal("no Role in rbac.yaml")
-	return nil
-}
-
-func splitYAML(data []byte) [][]byte { return bytes.Split(data, []byte("\n---\n")) }
+func lockRole(t *testing.T) *rbacv1.Role { return testenv.ReadRole(t, "rbac.yaml") }
 
 // lockAsUser grants the Role's rules, less the verb drop, to a new user in a
 // new namespace, and runs every path of the lock as that user, with a client
-// that can watch: create, contend, take over an expired Lease, release. It
-// returns the first error, and the Gets of Leases the user sent.
-func lockAsUser(t *testing.T, user string, drop string) (gets int, err error) {
+// that can watch: create, contend, take over an expired Lease, release. Then
+// it removes the expired Leases, as withlock's lockers do now and then. It
+// returns the first error of the lock, the error of the removal, and the
+// Gets of Leases the user sent while contending.
+func lockAsUser(t *testing.T, user string, drop string) (gets int, lockErr, removeErr error) {
 	t.Helper()
 	admin := testenv.Client(t)
 	ns := testenv.Namespace(t, admin)
 	ctx := context.Background()
 
 	role := lockRole(t)
-	role.ObjectMeta = metav1.ObjectMeta{Name: role.Name, Namespace: ns}
 	for i := range role.Rules {
 		role.Rules[i].Verbs = slices.DeleteFunc(slices.Clone(role.Rules[i].Verbs), func(v string) bool { return v == drop })
 	}
-	binding := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
-	}
-	for _, obj := range []client.Object{role, binding} {
-		if err := admin.Create(ctx, obj); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.Grant(t, admin, ns, user, role)
 	var reqs testenv.Requests
 	cfg := testenv.UserConfig(t, user)
 	cfg.Wrap(testenv.CountingTransport(&reqs))
@@ -88,52 +57,65 @@ func lockAsUser(t *testing.T, user string, drop string) (gets int, err error) {
 
 	a := resourcelock.NewResourceLocker(c, ns, resourcelock.WithLeaseDuration(time.Second), resourcelock.WithRetryTimeout(0))
 	if err := a.AcquireLock(ctx, "rbac", "a"); err != nil {
-		return gets, err
+		return gets, err, nil
 	}
 	// Contend: the Create fails with AlreadyExists, then a watch that sends
 	// the Lease first; where watch is forbidden, a Get and polling.
 	reqs.Reset()
 	b := resourcelock.NewResourceLocker(c, ns, resourcelock.WithRetryTimeout(500*time.Millisecond), resourcelock.WithRetryInterval(50*time.Millisecond))
 	if err := b.AcquireLock(ctx, "rbac", "b"); !errors.Is(err, resourcelock.ErrLockHeld) {
-		return gets, err
+		return gets, err, nil
 	}
 	gets = reqs.Count("get", "leases")
 	// Take over: b's clock runs past a's one-second lease, then an Update.
 	ahead := resourcelock.NewResourceLocker(c, ns, resourcelock.WithClock(testingclock.NewFakeClock(time.Now().Add(time.Minute))), resourcelock.WithRetryTimeout(0))
 	if err := ahead.AcquireLock(ctx, "rbac", "b"); err != nil {
-		return gets, err
+		return gets, err, nil
 	}
-	return gets, ahead.ReleaseLock(ctx, "rbac", "b")
+	if err := ahead.ReleaseLock(ctx, "rbac", "b"); err != nil {
+		return gets, err, nil
+	}
+	_, removeErr = ahead.RemoveExpired(ctx, 0)
+	return gets, nil, removeErr
 }
 
 // TestRBACRoleIsEnoughAndLeast shows that the Role in rbac.yaml lets a user
-// take every path of the lock, and that each of its verbs is needed: all
-// but watch for the lock to work at all, and watch for waiters to watch
-// rather than poll.
+// take every path of the lock and remove expired Leases, and that each of
+// its verbs is needed: all but watch and list for the lock to work at all,
+// watch for waiters to watch rather than poll, and list for the removal.
 func TestRBACRoleIsEnoughAndLeast(t *testing.T) {
-	gets, err := lockAsUser(t, "lock-user", "")
-	if err != nil {
-		t.Fatalf("with the Role in rbac.yaml: %v", err)
+	gets, lockErr, removeErr := lockAsUser(t, "lock-user", "")
+	if lockErr != nil || removeErr != nil {
+		t.Fatalf("with the Role in rbac.yaml: lock: %v, removal: %v", lockErr, removeErr)
 	}
 	if gets != 0 {
 		t.Errorf("with the Role in rbac.yaml: a waiter sent %d Gets of the Lease, want 0: it watches", gets)
 	}
 	for _, verb := range lockRole(t).Rules[0].Verbs {
 		t.Run("without "+verb, func(t *testing.T) {
-			gets, err := lockAsUser(t, "lock-user-no-"+verb, verb)
-			if verb == "watch" {
-				if err != nil {
-					t.Errorf("without verb watch: got %v, want the lock to work by polling", err)
+			gets, lockErr, removeErr := lockAsUser(t, "lock-user-no-"+verb, verb)
+			switch verb {
+			case "watch":
+				if lockErr != nil || removeErr != nil {
+					t.Errorf("without verb watch: lock: %v, removal: %v, want the lock to work by polling", lockErr, removeErr)
 				}
 				// The watch is refused: the waiter reads the Lease, then
 				// polls it every 50ms for half a second, within a's one-second lease.
 				if gets < 2 {
 					t.Errorf("without verb watch: a waiter sent %d Gets of the Lease, want 2 or more: it polls", gets)
 				}
-				return
-			}
-			if !apierrors.IsForbidden(err) {
-				t.Errorf("without verb %q: got %v, want Forbidden", verb, err)
+			case "list":
+				// The lock never lists; the removal does, and nothing else.
+				if lockErr != nil {
+					t.Errorf("without verb list: got %v, want the lock to work", lockErr)
+				}
+				if !apierrors.IsForbidden(removeErr) {
+					t.Errorf("without verb list: removal got %v, want Forbidden", removeErr)
+				}
+			default:
+				if !apierrors.IsForbidden(lockErr) {
+					t.Errorf("without verb %q: got %v, want Forbidden", verb, lockErr)
+				}
 			}
 		})
 	}
@@ -146,19 +128,7 @@ func TestRBACWatchVerbIsUsed(t *testing.T) {
 	admin := testenv.Client(t)
 	ns := testenv.Namespace(t, admin)
 	ctx := context.Background()
-	role := lockRole(t)
-	role.ObjectMeta = metav1.ObjectMeta{Name: role.Name, Namespace: ns}
-	if err := admin.Create(ctx, role); err != nil {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "watcher"}},
-	}
-	if err := admin.Create(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Grant(t, admin, ns, "watcher", lockRole(t))
 	holder := resourcelock.NewResourceLocker(admin, ns)
 	if err := holder.AcquireLock(ctx, "watched", "holder"); err != nil {
 		t.Fatal(err)

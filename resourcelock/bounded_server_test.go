@@ -23,10 +23,6 @@ import (
 // timeout whatever the client and the server do, with the clients users
 // pass first.
 
-// leastVerbs are the verbs of the Role in examples/rbac.yaml that the lock
-// itself needs.
-var leastVerbs = []string{"get", "create", "update", "delete", "watch"}
-
 // startManager starts a manager on cfg and returns it once its cache runs;
 // the test's cleanup stops it.
 func startManager(t *testing.T, cfg *rest.Config) manager.Manager {
@@ -62,7 +58,9 @@ func startManager(t *testing.T, cfg *rest.Config) manager.Manager {
 func TestServerManagerClientWithLeastRole(t *testing.T) {
 	admin := testenv.Client(t)
 	ns := testenv.Namespace(t, admin)
-	cfg := testenv.RoleConfig(t, admin, ns, "least-role-manager", testenv.LeaseRule(leastVerbs...))
+	role := testenv.ReadRole(t, "../examples/rbac.yaml")
+	testenv.Grant(t, admin, ns, "least-role-manager", role)
+	cfg := testenv.UserConfig(t, "least-role-manager")
 	mgr := startManager(t, cfg)
 	ctx := context.Background()
 	holder := resourcelock.NewResourceLocker(admin, ns)

@@ -11,8 +11,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/manager/signals"
 
 	"github.com/leaselock/leaselock/resourcelock"
 	"github.com/leaselock/leaselock/withlock"
@@ -48,17 +51,24 @@ func ExampleDo() {
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	// A retry timeout of 0 makes every acquire a try-lock.
 	rl := resourcelock.NewResourceLocker(c, "default", resourcelock.WithRetryTimeout(0))
+	nop := func(context.Context) error { return nil }
 
-	err := withlock.Do(ctx, rl, "settings", func(ctx context.Context) error {
-		// Every call holds the lock under a holder ID of its own, so a second
-		// call for the same lock is turned away, even from this process.
-		err := withlock.Do(ctx, rl, "settings", func(context.Context) error { return nil })
-		fmt.Println("second call turned away:", errors.Is(err, resourcelock.ErrLockHeld))
+	err := withlock.Do(ctx, rl, "settings", func(fnCtx context.Context) error {
+		// Every call holds the lock under a holder ID of its own, so a call
+		// of another call chain (ctx, not fnCtx) is turned away, even from
+		// this process.
+		err := withlock.Do(ctx, rl, "settings", nop)
+		fmt.Println("other call turned away:", errors.Is(err, resourcelock.ErrLockHeld))
+		// fnCtx records the lock: a nested call for it, which would wait
+		// for itself, fails at once.
+		err = withlock.Do(fnCtx, rl, "settings", nop)
+		fmt.Println("nested call refused:", errors.Is(err, withlock.ErrNestedLock))
 		return nil
 	})
 	fmt.Println("first call:", err)
 	// Output:
-	// second call turned away: true
+	// other call turned away: true
+	// nested call refused: true
 	// first call: <nil>
 }
 
@@ -88,6 +98,40 @@ func ExampleUpdate() {
 	}
 	fmt.Println("count:", cm.Data["count"])
 	// Output: count: 42
+}
+
+// A manager's replicas take locks through the Locker NewForCluster wires
+// for them: Leases through an uncached client that watches, Update's reads
+// through the API reader, its logger, and a Locker that closes when the
+// manager stops. It needs the Role of examples/rbac.yaml in the namespace.
+func ExampleNewForCluster() {
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		panic(err)
+	}
+	mgr, err := manager.New(cfg, manager.Options{})
+	if err != nil {
+		panic(err)
+	}
+	l, err := withlock.NewForCluster(mgr, "my-operator")
+	if err != nil {
+		panic(err)
+	}
+	// In a reconciler, with its ctx and the manager's client:
+	reconcile := func(ctx context.Context, key client.ObjectKey) error {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}}
+		return withlock.Update(ctx, l, mgr.GetClient(), cm, func(cm *corev1.ConfigMap) error {
+			if cm.Data == nil {
+				cm.Data = map[string]string{}
+			}
+			cm.Data["owner"] = "me"
+			return nil
+		})
+	}
+	_ = reconcile
+	if err := mgr.Start(signals.SetupSignalHandler()); err != nil {
+		panic(err)
+	}
 }
 
 func ExampleLockName() {

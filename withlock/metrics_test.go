@@ -3,12 +3,14 @@ package withlock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -228,16 +230,53 @@ leaselock_locks_lost_total{lock="outer"} 1
 // captureLog returns ctx with a logger that keeps every line, and a
 // function that returns the lines so far.
 func captureLog(ctx context.Context) (context.Context, func() []string) {
+	log, logged := captureLogger()
+	return logf.IntoContext(ctx, log), logged
+}
+
+// captureLogger returns a logger that keeps every line, and a function
+// that returns the lines so far.
+func captureLogger() (logr.Logger, func() []string) {
 	var mu sync.Mutex
 	var lines []string
-	ctx = logf.IntoContext(ctx, funcr.New(func(_, args string) {
+	log := funcr.New(func(_, args string) {
 		mu.Lock()
 		defer mu.Unlock()
 		lines = append(lines, args)
-	}, funcr.Options{}))
-	return ctx, func() []string {
+	}, funcr.Options{})
+	return log, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(lines)
+	}
+}
+
+// TestLockLostLogsThroughTheLockersLogger loses a lock with and without a
+// logger in the ctx: the line goes to the ctx's logger when it has one,
+// else to the Locker's (WithLogger).
+func TestLockLostLogsThroughTheLockersLogger(t *testing.T) {
+	for _, inCtx := range []bool{true, false} {
+		t.Run(fmt.Sprintf("logger in ctx: %t", inCtx), func(t *testing.T) {
+			lockers, lockersLines := captureLogger()
+			ctx, ctxLines := captureLog(t.Context())
+			if !inCtx {
+				ctx = t.Context()
+			}
+			clk := testingclock.NewFakeClock(time.Now())
+			c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+			rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
+				resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(nil))
+			outliveLease(t, ctx, withlock.New(rl, withlock.WithLogger(lockers)), clk, "slow")
+			want, other := lockersLines(), ctxLines()
+			if inCtx {
+				want, other = other, want
+			}
+			if len(want) != 1 || !strings.Contains(want[0], `"function outlived its lock"`) {
+				t.Errorf("got lines %q, want the line that the function outlived its lock", want)
+			}
+			if len(other) != 0 {
+				t.Errorf("got lines %q in the other logger, want none", other)
+			}
+		})
 	}
 }

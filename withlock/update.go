@@ -29,6 +29,9 @@ var (
 	errNilObject = errors.New("withlock: object is nil")
 	errNilMutate = errors.New("withlock: mutate is nil")
 	errNilScheme = errors.New("withlock: client has no scheme: Update finds an object's kind from it")
+	// errReadCut is the cause of the ctx of a read that ran until the
+	// lock's time ran short.
+	errReadCut = errors.New("withlock: the read did not finish before the lock's time ran short")
 )
 
 // conflictBackoff paces Update's retries on Conflict. Under the lock a
@@ -44,10 +47,13 @@ type updateOptions struct {
 	status bool
 }
 
-// ReadFrom makes Update read the object from r instead of from c. Pass an
+// ReadFrom makes Update read the object from r instead of from c (or, for
+// a Locker from NewForCluster, from the cluster's GetAPIReader()). Pass an
 // uncached reader (a manager's GetAPIReader()) when c reads from an informer
-// cache: a stale read under the lock only earns a Conflict and a retry. A
-// nil reader makes Update return an error before any request.
+// cache: a stale read under the lock only earns a Conflict and a retry, and
+// a cache whose informer cannot sync (it needs list and watch on the kind
+// in every namespace it caches) fails the read. A nil reader makes Update
+// return an error before any request.
 func ReadFrom(r client.Reader) UpdateOption {
 	return func(o *updateOptions) { o.reader = r }
 }
@@ -81,6 +87,13 @@ func Status() UpdateOption {
 // and friends hold. Update does not create the object: one that does not
 // exist is a NotFound error.
 //
+// The read goes through c, or through the cluster's GetAPIReader() for a
+// Locker from NewForCluster, or through ReadFrom's reader. It is bounded:
+// a read that has not finished a second before the lock's lease less the
+// margin runs out (half the time left, when less than two seconds are)
+// fails with an error that says so, as a cache-backed client's read does
+// when its informer cannot sync; the lock is not reported lost then.
+//
 // obj is set only once the write succeeded (or mutate changed nothing). An
 // error with obj set means the change is stored and the lock reported
 // afterwards: its release failed, or the lease could have ended before the
@@ -92,44 +105,32 @@ func Status() UpdateOption {
 // c and obj must not be nil, obj must name an object, and mutate must not be
 // nil; Update returns an error before any request otherwise.
 func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, obj T, mutate func(T) error, opts ...UpdateOption) error {
-	o := updateOptions{reader: c}
+	u := updateCall[T]{l: l, c: c, o: updateOptions{reader: c}, mutate: mutate}
+	if l != nil && l.reader != nil {
+		u.o.reader = l.reader
+	}
 	for _, opt := range opts {
 		if opt != nil {
-			opt(&o)
+			opt(&u.o)
 		}
 	}
-	switch {
-	case l == nil:
-		return errNilLocker
-	case l.rl == nil:
-		return errNilResource
-	case nilness.Is(c):
-		return errNilClient
-	case nilness.Is(o.reader):
-		return errNilReader
-	case nilness.Is(obj):
-		return errNilObject
-	case mutate == nil:
-		return errNilMutate
-	case c.Scheme() == nil:
-		return errNilScheme
-	case obj.GetName() == "":
-		return fmt.Errorf("withlock: update %T: object has no name", obj)
+	if err := u.check(obj); err != nil {
+		return err
 	}
 	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
 	if err != nil {
 		return fmt.Errorf("withlock: update %T: %w", obj, err)
 	}
-	key := client.ObjectKeyFromObject(obj)
-	return l.WithLock(ctx, LockName(gvk.GroupKind(), key), func(ctx context.Context) error {
+	u.gk, u.key = gvk.GroupKind(), client.ObjectKeyFromObject(obj)
+	return l.WithLock(ctx, LockName(u.gk, u.key), func(ctx context.Context) error {
 		backoff := conflictBackoff
 		for {
-			err := updateOnce(ctx, c, o, obj, key, mutate)
+			err := u.once(ctx, obj)
 			if !apierrors.IsConflict(err) {
 				return err
 			}
 			d := backoff.Step()
-			if expiry, ok := ctx.Value(expiryKey{}).(time.Time); ok && !l.rl.Clock().Now().Add(d+conflictBackoff.Cap).Before(expiry) {
+			if held := innermost(ctx); held != nil && !l.rl.Clock().Now().Add(d+conflictBackoff.Cap).Before(held.expiry) {
 				// The retry would start within a backoff's cap of the end of
 				// the lock, too late to finish under it. The writer that does
 				// not take the lock is the news: return its Conflict, not a
@@ -143,19 +144,54 @@ func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, ob
 	})
 }
 
-// updateOnce makes one read-mutate-write attempt, and copies the result into
-// obj when it succeeds.
-func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateOptions, obj T, key client.ObjectKey, mutate func(T) error) error {
+// updateCall is one Update: the object's key and kind, and how to read,
+// change and write it.
+type updateCall[T client.Object] struct {
+	l      *Locker
+	c      client.Client
+	o      updateOptions
+	gk     schema.GroupKind
+	key    client.ObjectKey
+	mutate func(T) error
+}
+
+// check rejects, before any request, an Update that cannot work.
+func (u *updateCall[T]) check(obj T) error {
+	switch {
+	case u.l == nil:
+		return errNilLocker
+	case u.l.rl == nil:
+		return errNilResource
+	case nilness.Is(u.c):
+		return errNilClient
+	case nilness.Is(u.o.reader):
+		return errNilReader
+	case nilness.Is(obj):
+		return errNilObject
+	case u.mutate == nil:
+		return errNilMutate
+	case u.c.Scheme() == nil:
+		return errNilScheme
+	case obj.GetName() == "":
+		return fmt.Errorf("withlock: update %T: object has no name", obj)
+	}
+	return nil
+}
+
+// once makes one read-mutate-write attempt, and copies the result into obj
+// when it succeeds.
+func (u *updateCall[T]) once(ctx context.Context, obj T) error {
+	key := u.key
 	current := newLike(obj)
-	if err := o.reader.Get(ctx, key, current); err != nil {
-		return fmt.Errorf("withlock: update %s: get: %w", key, err)
+	if err := u.read(ctx, current); err != nil {
+		return err
 	}
 	before := current.DeepCopyObject()
 	version, uid := current.GetResourceVersion(), current.GetUID()
 	if version == "" {
 		return fmt.Errorf("withlock: update %s: the object read has no resourceVersion, so the write could not be conditional", key)
 	}
-	if err := mutate(current); err != nil {
+	if err := u.mutate(current); err != nil {
 		return err
 	}
 	if got := client.ObjectKeyFromObject(current); got != key {
@@ -175,7 +211,17 @@ func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateO
 		current.SetResourceVersion(version)
 		current.SetUID(uid)
 	}
-	if o.status {
+	if err := u.write(ctx, before, current); err != nil {
+		return err
+	}
+	reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(current).Elem())
+	return nil
+}
+
+// write writes current, read as before, unless mutate changed nothing.
+func (u *updateCall[T]) write(ctx context.Context, before runtime.Object, current T) error {
+	key := u.key
+	if u.o.status {
 		// The status subresource writes the status alone: any other change
 		// would be dropped without a word.
 		if changed, err := changedBesideStatus(before, current); err != nil {
@@ -184,19 +230,43 @@ func updateOnce[T client.Object](ctx context.Context, c client.Client, o updateO
 			return fmt.Errorf("withlock: update %s: mutate changed more than the status, which Status() does not write", key)
 		}
 	}
-	if !equality.Semantic.DeepEqual(before, current) {
-		var err error
-		if o.status {
-			err = c.Status().Update(ctx, current)
-		} else {
-			err = c.Update(ctx, current)
-		}
-		if err != nil {
-			return fmt.Errorf("withlock: update %s: %w", key, err)
-		}
+	if equality.Semantic.DeepEqual(before, current) {
+		return nil
 	}
-	reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(current).Elem())
+	var err error
+	if u.o.status {
+		err = u.c.Status().Update(ctx, current)
+	} else {
+		err = u.c.Update(ctx, current)
+	}
+	if err != nil {
+		return fmt.Errorf("withlock: update %s: %w", key, err)
+	}
 	return nil
+}
+
+// read gets the object into current, and gives up a little before the
+// lock's time is up, so that a read that cannot finish fails as what it is
+// rather than as a lost lock.
+func (u *updateCall[T]) read(ctx context.Context, current T) error {
+	rctx, stop := ctx, func() bool { return false }
+	if held := innermost(ctx); held != nil {
+		clk := u.l.rl.Clock()
+		by := held.expiry.Add(-min(conflictBackoff.Cap, held.expiry.Sub(clk.Now())/2))
+		rctx, stop = withClockDeadline(ctx, clk, by, errReadCut)
+	}
+	err := u.o.reader.Get(rctx, u.key, current)
+	cut := stop()
+	switch {
+	case err == nil:
+		return nil
+	case cut && ctx.Err() == nil:
+		return fmt.Errorf("withlock: update %s: get: the read did not finish before the lock's time ran short: "+
+			"a cache-backed client (a manager's GetClient()) waits until its informer of %s syncs, which needs list and watch "+
+			"on %[2]s in every namespace the cache covers (all, by default); pass ReadFrom(mgr.GetAPIReader()), "+
+			"or build the Locker with NewForCluster: %[3]w", u.key, u.gk, err)
+	}
+	return fmt.Errorf("withlock: update %s: get: %w", u.key, err)
 }
 
 // changedBesideStatus reports whether after differs from before anywhere
@@ -226,28 +296,6 @@ func newLike[T client.Object](obj T) T {
 }
 
 func isEmpty(s string) bool { return s == "" }
-
-// ctxErr is ctx.Err(), and the cause of ctx with it when that is another
-// error (ErrLockLost, or a sibling's error under errgroup.WithContext):
-// errors.Is sees context.Canceled as well as the cause.
-func ctxErr(ctx context.Context) error {
-	err := ctx.Err()
-	if cause := context.Cause(ctx); cause != err {
-		return errors.Join(err, cause)
-	}
-	return err
-}
-
-func sleep(ctx context.Context, l *Locker, d time.Duration) error {
-	t := l.rl.Clock().NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctxErr(ctx)
-	case <-t.C():
-		return nil
-	}
-}
 
 // lockNameHashLen is the number of hex digits of the SHA-256 that end every
 // derived lock name: 64 bits, so no two objects share a lock by accident.

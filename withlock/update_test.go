@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -875,4 +876,59 @@ func neighbours(tp tuple) []tuple {
 		}
 	}
 	return out
+}
+
+// unsyncedCache is a reader whose Get waits for its ctx, as a cache-backed
+// client's does while its informer cannot sync, and then fails as that
+// one does.
+type unsyncedCache struct{ client.Reader }
+
+func (unsyncedCache) Get(ctx context.Context, _ client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	<-ctx.Done()
+	return apierrors.NewTimeoutError(fmt.Sprintf("failed waiting for %T Informer to sync", obj), 0)
+}
+
+// TestUpdateBoundsTheRead reads through a reader that never answers: the
+// read is given up a second before the lease less the margin (8s of a 10s
+// lease) runs out, and Update returns a read error that says what a
+// cache-backed client needs. The lock is not reported lost: no
+// ErrLockLost, no count of a lost lock, no log line.
+func TestUpdateBoundsTheRead(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ctx, logged := captureLog(t.Context())
+	f := newFixture(t, interceptor.Funcs{}, counter("1"))
+	l := withlock.New(f.locker(resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg)))
+	call := inBackground(func() error {
+		return withlock.Update(ctx, l, f.c, named(), increment, withlock.ReadFrom(unsyncedCache{f.base}))
+	})
+	// The lock's timer and the read's.
+	waitForWaiters(t, f.clock, 2, call.done)
+	f.clock.Step(7*time.Second - time.Millisecond)
+	if got := f.clock.Waiters(); got != 2 {
+		t.Fatalf("got %d timers left just before 7s, want 2: the read was given up early", got)
+	}
+	f.clock.Step(time.Millisecond)
+	err := call.wait()
+
+	for _, want := range []string{"did not finish", "list and watch", "ReadFrom(mgr.GetAPIReader())", "NewForCluster", "ConfigMap"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want an error that says %q", err, want)
+		}
+	}
+	if !apierrors.IsTimeout(err) {
+		t.Errorf("got %v, want the reader's Timeout wrapped", err)
+	}
+	if errors.Is(err, withlock.ErrLockLost) {
+		t.Errorf("got %v, want no ErrLockLost: the read was given up before the lease ran out", err)
+	}
+	if got := counterSum(t, reg, "leaselock_locks_lost_total"); got != 0 {
+		t.Errorf("got %v locks lost counted, want 0", got)
+	}
+	if lines := logged(); len(lines) != 0 {
+		t.Errorf("got log lines %q, want none", lines)
+	}
+	if got := f.calls.count("update", &corev1.ConfigMap{}); got != 0 {
+		t.Errorf("got %d ConfigMap updates, want 0", got)
+	}
+	f.assertNoLease(t)
 }

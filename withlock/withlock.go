@@ -8,16 +8,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/google/uuid"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leaselock/leaselock/internal/lockmetrics"
 	"github.com/leaselock/leaselock/resourcelock"
 )
-
-// DefaultReleaseTimeout bounds the release that runs after fn, on a context
-// of its own.
-const DefaultReleaseTimeout = 5 * time.Second
 
 var (
 	// ErrLockLost is the cause of the ctx given to fn when its lease could
@@ -27,6 +25,16 @@ var (
 	// lease ran out.
 	ErrLockLost = errors.New("withlock: lock lost: the lease could have expired before fn returned")
 
+	// ErrClosed is in the error of a call that waited for its lock when the
+	// Locker was closed, and of every call after (see Locker.Close).
+	ErrClosed = errors.New("withlock: locker closed")
+
+	// ErrNestedLock is in the error of a WithLock, Update or Do, given the
+	// ctx of a fn, for a lock of the same namespace and name that the call
+	// chain holds already: the call would wait for itself, and so fails at
+	// once. It names the lock and its holder.
+	ErrNestedLock = errors.New("withlock: lock held already by this call chain")
+
 	errNilLocker   = errors.New("withlock: locker is nil")
 	errNilResource = errors.New("withlock: Locker has a nil ResourceLocker: pass one to New")
 	errNilFunc     = errors.New("withlock: fn is nil")
@@ -34,68 +42,56 @@ var (
 
 // Locker runs functions under resourcelock locks, with a holder ID of its own
 // for every acquisition. It is safe for concurrent use. The zero value is not
-// usable; build one with New.
+// usable; build one with New, NewForCluster or NewForConfig.
 type Locker struct {
 	rl             *resourcelock.ResourceLocker
 	identity       string
 	releaseTimeout time.Duration
 	margin         time.Duration
-}
+	// log is the logger of calls whose ctx carries none.
+	log logr.Logger
+	// reader is what Update reads through by default; nil for Update's
+	// client.
+	reader client.Reader
 
-// Option configures a Locker.
-type Option func(*Locker)
-
-// WithIdentity sets the stable part of every holder ID, so that `kubectl get
-// lease` shows which process holds a lock. Default: $POD_NAME when set, else
-// the hostname. Holder IDs are the identity, an underscore, and a fresh UUID.
-// An empty identity is ignored; one that is not valid UTF-8 makes every call
-// fail with resourcelock's invalid lockerID error, before any request.
-func WithIdentity(id string) Option {
-	return func(l *Locker) {
-		if id != "" {
-			l.identity = id
-		}
-	}
-}
-
-// WithReleaseTimeout bounds the release after fn. Default
-// DefaultReleaseTimeout; non-positive values are ignored.
-func WithReleaseTimeout(d time.Duration) Option {
-	return func(l *Locker) {
-		if d > 0 {
-			l.releaseTimeout = d
-		}
-	}
-}
-
-// WithSafetyMargin sets how long before the lease could expire the ctx given
-// to fn is cancelled with ErrLockLost. Default: a fifth of the lease
-// duration (3s of the default 15s). Values below zero, or not shorter than
-// the lease duration, are ignored.
-//
-// The margin covers clock drift between replicas and the time a write takes
-// to reach the server: make it larger if your nodes' clocks may disagree.
-func WithSafetyMargin(d time.Duration) Option {
-	return func(l *Locker) {
-		if d >= 0 && l.rl != nil && d < l.rl.LeaseDuration() {
-			l.margin = d
-		}
-	}
+	// stop is cancelled, with cause ErrClosed, by Close.
+	stop   context.Context
+	cancel context.CancelCauseFunc
+	// background is the removal of leftover Leases, when l runs one.
+	background sync.WaitGroup
+	// closeBuilt closes what the constructor built for l: the
+	// ResourceLocker, and the connections of its HTTP client. Nil for New.
+	closeBuilt func()
 }
 
 // New returns a Locker that takes its locks from rl. A nil rl is reported by
-// every call, before any request is sent.
+// every call, before any request is sent. The Locker starts no background
+// work, and Close neither closes rl nor is needed; WithResourceLockerOptions
+// and WithLeftoverRemoval do not apply to it.
 func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
-	l := &Locker{rl: rl, identity: defaultIdentity(), releaseTimeout: DefaultReleaseTimeout}
+	return newLocker(rl, collect(opts))
+}
+
+// newLocker returns a Locker on rl with the options o.
+func newLocker(rl *resourcelock.ResourceLocker, o options) *Locker {
+	l := &Locker{rl: rl, identity: o.identity, releaseTimeout: o.releaseTimeout, log: o.logger(logf.Log)}
 	if rl != nil {
 		l.margin = rl.LeaseDuration() / 5
-	}
-	for _, opt := range opts {
-		if opt != nil {
-			opt(l)
+		if m := o.margin; m != nil && *m >= 0 && *m < rl.LeaseDuration() {
+			l.margin = *m
 		}
 	}
+	l.stop, l.cancel = context.WithCancelCause(context.Background())
 	return l
+}
+
+// ResourceLocker returns the ResourceLocker l takes its locks from: the one
+// given to New, or the one NewForCluster or NewForConfig built.
+func (l *Locker) ResourceLocker() *resourcelock.ResourceLocker {
+	if l == nil {
+		return nil
+	}
+	return l.rl
 }
 
 // Do runs fn while holding the lock name from rl, as New(rl).WithLock does.
@@ -107,100 +103,140 @@ func Do(ctx context.Context, rl *resourcelock.ResourceLocker, name string, fn fu
 // the lock, whatever fn did.
 //
 // It returns the acquire error if the lock could not be had (ErrLockHeld
-// from resourcelock when another holder kept it, ctx.Err() on cancel). No
-// Lease is left behind then, unless the release of one that a cancelled
-// write may have created failed too: the error says so, and the Lease
-// stays until it expires. Otherwise it returns fn's error, joined with
-// ErrLockLost if fn ran past its lease less the safety margin (see
-// WithSafetyMargin) and with the release error if the release failed;
-// errors.Is and errors.As see each of them. If fn panics, the lock is
-// released and the panic goes on with its original value.
+// from resourcelock when another holder kept it, ctx.Err() on cancel,
+// ErrClosed when l was closed before or while it waited). No Lease is left
+// behind then, unless the release of one that a cancelled write may have
+// created failed too: the error says so, and the Lease stays until it
+// expires. Otherwise it returns fn's error, joined with ErrLockLost if fn
+// ran past its lease less the safety margin (see WithSafetyMargin) and
+// with the release error if the release failed; errors.Is and errors.As
+// see each of them. If fn panics, the lock is released and the panic goes
+// on with its original value.
 //
 // The ctx given to fn is cancelled when ctx is, and with cause ErrLockLost
 // when the lease could have expired: pass it to every request fn makes.
 // Release runs on context.WithoutCancel(ctx) bounded by the release timeout,
-// so it happens even after ctx was cancelled.
+// so it happens even after ctx was cancelled, or l closed.
+//
+// The ctx given to fn records the lock: a WithLock, Update or Do given that
+// ctx (or one derived from it) for the same namespace and name, through any
+// Locker, returns ErrNestedLock at once, before any request, rather than
+// wait for itself.
 func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.Context) error) (err error) {
-	if l == nil {
-		return errNilLocker
-	}
-	if l.rl == nil {
-		return errNilResource
-	}
-	if fn == nil {
-		return errNilFunc
-	}
-	holder := l.identity + "_" + uuid.NewString()
-	clk := l.rl.Clock()
-	start := clk.Now()
-	if err := l.rl.AcquireLock(ctx, name, holder); err != nil {
+	if err := l.check(ctx, name, fn); err != nil {
 		return err
 	}
-
-	// The Lease's renewTime was read from the clock before the write was
-	// sent; start is earlier still, a safe stand-in should the locker have
-	// no record.
-	if at, ok := l.rl.AcquiredAt(name, holder); ok {
-		start = at
+	holder := l.identity + "_" + uuid.NewString()
+	start, err := l.acquire(ctx, name, holder)
+	if err != nil {
+		return err
 	}
-	expiry := start.Add(l.rl.LeaseDuration() - l.margin)
-	fnCtx, cancel := context.WithCancelCause(context.WithValue(ctx, expiryKey{}, expiry))
-	lostErr := func() error {
-		return fmt.Errorf("%w: lock %s/%s held by %s since %s", ErrLockLost,
-			l.rl.Namespace(), name, holder, start.UTC().Format(time.RFC3339Nano))
-	}
-	timer := clk.NewTimer(expiry.Sub(clk.Now()))
-	var watching sync.WaitGroup
-	// expired is set when the timer fired: this lock's, not the cause of
-	// fnCtx, which may be an outer lock's ErrLockLost that ctx carries.
-	var expired bool
+	held := &heldLock{namespace: l.rl.Namespace(), name: name, holder: holder,
+		expiry: start.Add(l.rl.LeaseDuration() - l.margin), outer: innermost(ctx)}
+	lost := fmt.Errorf("%w: lock %s/%s held by %s since %s", ErrLockLost,
+		held.namespace, name, holder, start.UTC().Format(time.RFC3339Nano))
+	fnCtx, stop := withClockDeadline(context.WithValue(ctx, heldKey{}, held), l.rl.Clock(), held.expiry, lost)
 	// returned is set when fn returned, rather than panicked or exited the
 	// goroutine.
 	var returned bool
-	watching.Go(func() {
-		select {
-		case <-timer.C():
-			expired = true
-			cancel(lostErr())
-		case <-fnCtx.Done():
-		}
-	})
-
 	// Deferred, so that it runs after a panic or runtime.Goexit too; the
 	// panic is not recovered and goes on with its value and stack.
 	defer func() {
-		timer.Stop()
-		cancel(nil)
-		watching.Wait()
-		var lost error
-		// The clock as well: fn may have returned after the expiry, before
-		// the timer's goroutine cancelled its ctx (or the timer was stopped
-		// before it could).
-		if expired || !clk.Now().Before(expiry) {
-			lost = lostErr()
-			lockmetrics.ForLocker(l.rl).Lost(name)
-			logf.FromContext(ctx).Info("function outlived its lock", "lock", name,
-				"namespace", l.rl.Namespace(), "holder", holder, "error", lost)
-		}
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
-		defer rcancel()
-		released := l.rl.ReleaseLock(rctx, name, holder)
-		if released != nil && !returned {
-			// fn panicked or called runtime.Goexit: no caller will see
-			// the error, and the Lease stays until it expires.
-			logf.FromContext(ctx).Error(released, "release after fn did not return", "lock", name,
-				"namespace", l.rl.Namespace(), "holder", holder)
-		}
-		err = errors.Join(err, lost, released)
+		// expired is this lock's, not the cause of fnCtx, which may be an
+		// outer lock's ErrLockLost that ctx carries.
+		expired := stop()
+		err = l.finish(ctx, held, err, returned, expired, lost)
 	}()
 	err = fn(fnCtx)
 	returned = true
 	return err
 }
 
-// expiryKey is the key, in the ctx that WithLock gives fn, of the time on
-// the locker's clock when fn's ctx is cancelled with ErrLockLost.
-type expiryKey struct{}
+// check rejects, before any request, a call that cannot work.
+func (l *Locker) check(ctx context.Context, name string, fn func(ctx context.Context) error) error {
+	switch {
+	case l == nil:
+		return errNilLocker
+	case l.rl == nil:
+		return errNilResource
+	case fn == nil:
+		return errNilFunc
+	case l.stop.Err() != nil:
+		return fmt.Errorf("%w before lock %s/%s was taken", ErrClosed, l.rl.Namespace(), name)
+	}
+	if held := holding(ctx, l.rl.Namespace(), name); held != nil {
+		return &nestedError{held: held}
+	}
+	return nil
+}
+
+// acquire takes the lock name for holder, and returns when its lease
+// began on the locker's clock.
+func (l *Locker) acquire(ctx context.Context, name, holder string) (time.Time, error) {
+	start := l.rl.Clock().Now()
+	actx, done := l.acquireContext(ctx)
+	err := l.rl.AcquireLock(actx, name, holder)
+	closed := errors.Is(context.Cause(actx), ErrClosed)
+	done()
+	if err != nil {
+		if closed && ctx.Err() == nil && errors.Is(err, context.Canceled) {
+			return time.Time{}, fmt.Errorf("%w while waiting for lock %s/%s", ErrClosed, l.rl.Namespace(), name)
+		}
+		return time.Time{}, err
+	}
+	// The Lease's renewTime was read from the clock before the write was
+	// sent; start is earlier still, a safe stand-in should the locker have
+	// no record.
+	if at, ok := l.rl.AcquiredAt(name, holder); ok {
+		start = at
+	}
+	return start, nil
+}
+
+// finish ends a WithLock whose fn returned fnErr (or did not return): it
+// reports the lock lost when the lease could have expired, releases it,
+// and returns what the call returns.
+func (l *Locker) finish(ctx context.Context, held *heldLock, fnErr error, returned, expired bool, lostErr error) error {
+	var lost error
+	// The clock as well: fn may have returned after the expiry, before the
+	// timer's goroutine cancelled its ctx (or the timer was stopped before
+	// it could).
+	if expired || !l.rl.Clock().Now().Before(held.expiry) {
+		lost = lostErr
+		lockmetrics.ForLocker(l.rl).Lost(held.name)
+		l.lockLog(ctx, held).Info("function outlived its lock", "error", lost)
+	}
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
+	defer rcancel()
+	released := l.rl.ReleaseLock(rctx, held.name, held.holder)
+	switch {
+	case released == nil:
+	case !returned:
+		// fn panicked or called runtime.Goexit: no caller will see the
+		// error, and the Lease stays until it expires.
+		l.lockLog(ctx, held).Error(released, "release after fn did not return")
+	case fnErr == nil:
+		released = fmt.Errorf("withlock: fn succeeded, but the release of lock %s/%s held by %s failed: %w; the Lease stays until it expires",
+			held.namespace, held.name, held.holder, released)
+	}
+	return errors.Join(fnErr, lost, released)
+}
+
+// lockLog is the logger of a line about held: ctx's logger, or l's when
+// ctx carries none. It is made only for a line that is logged: a logger
+// that controller-runtime's log.Log delegates to warns, 30s into a program
+// that never set it, at its first use.
+func (l *Locker) lockLog(ctx context.Context, held *heldLock) logr.Logger {
+	return logFor(ctx, l.log).WithValues("lock", held.name, "namespace", held.namespace, "holder", held.holder)
+}
+
+// logFor is ctx's logger, or fallback when ctx carries none.
+func logFor(ctx context.Context, fallback logr.Logger) logr.Logger {
+	if log, err := logr.FromContext(ctx); err == nil {
+		return log
+	}
+	return fallback
+}
 
 // defaultIdentity is $POD_NAME (set from the downward API in most operator
 // manifests), else the hostname, else "leaselock".

@@ -593,9 +593,12 @@ func TestWithLockJoinsFnAndReleaseErrors(t *testing.T) {
 		wantIs        error // nil: want no error from fn
 		wantQuota     int   // 0: want no *quotaError
 		wantForbidden bool
+		// wantSucceeded: the error says that fn succeeded and the release
+		// failed.
+		wantSucceeded bool
 	}{
 		{name: "fn fails", fnErr: fmt.Errorf("write: %w", errBoom), wantIs: errBoom},
-		{name: "release fails", releaseErr: forbidden, wantForbidden: true},
+		{name: "release fails", releaseErr: forbidden, wantForbidden: true, wantSucceeded: true},
 		{name: "fn and release fail", fnErr: fmt.Errorf("write: %w", errBoom), releaseErr: forbidden, wantIs: errBoom, wantForbidden: true},
 		{name: "typed fn error and release fail", fnErr: &quotaError{limit: 3}, releaseErr: forbidden, wantQuota: 3, wantForbidden: true},
 	}
@@ -625,6 +628,13 @@ func TestWithLockJoinsFnAndReleaseErrors(t *testing.T) {
 			}
 			if got := apierrors.IsForbidden(err); got != tt.wantForbidden {
 				t.Errorf("got apierrors.IsForbidden %t, want %t (error %v)", got, tt.wantForbidden, err)
+			}
+			succeeded := "withlock: fn succeeded, but the release of lock locks/job held by "
+			if got := strings.Contains(err.Error(), succeeded); got != tt.wantSucceeded {
+				t.Errorf("got error %q, want %q in it: %t", err, succeeded, tt.wantSucceeded)
+			}
+			if tt.wantSucceeded && !strings.Contains(err.Error(), "the Lease stays until it expires") {
+				t.Errorf("got error %q, want it to say that the Lease stays until it expires", err)
 			}
 		})
 	}

@@ -21,7 +21,9 @@ type Requests struct {
 	mu         sync.Mutex
 	counts     map[[2]string]int
 	compressed map[[2]string]int
-	writes     map[string][]time.Duration
+	// across counts the requests whose path names no namespace.
+	across map[[2]string]int
+	writes map[string][]time.Duration
 	// tracing is set by Trace; log then holds every request since.
 	tracing bool
 	log     []Request
@@ -60,6 +62,16 @@ func (r *Requests) Count(verb, resource string) int {
 	return sum(r.counts, verb, resource)
 }
 
+// AllNamespaces returns how many of the requests that Count counts named
+// no namespace: a list or watch of every namespace's objects, as the
+// informer of a cluster-wide cache sends (or a request for a cluster-scoped
+// resource).
+func (r *Requests) AllNamespaces(verb, resource string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return sum(r.across, verb, resource)
+}
+
 // Compressed returns how many of the requests that Count counts were
 // answered gzip-compressed (the transport decompressed them).
 func (r *Requests) Compressed(verb, resource string) int {
@@ -94,6 +106,7 @@ func (r *Requests) Reset() {
 	defer r.mu.Unlock()
 	clear(r.counts)
 	clear(r.compressed)
+	clear(r.across)
 	clear(r.writes)
 	r.log = nil
 }
@@ -125,7 +138,12 @@ func (r *Requests) wrote(resource string, d time.Duration) {
 	r.writes[resource] = append(r.writes[resource], d)
 }
 
-func (r *Requests) add(req *http.Request) { r.bump(&r.counts, req) }
+func (r *Requests) add(req *http.Request) {
+	r.bump(&r.counts, req)
+	if p := parsePath(req.URL.Path); p.api && p.namespace == "" {
+		r.bump(&r.across, req)
+	}
+}
 
 // decompressed records that the transport decompressed the answer to req.
 func (r *Requests) decompressed(req *http.Request) { r.bump(&r.compressed, req) }
@@ -142,6 +160,7 @@ func (r *Requests) bump(m *map[[2]string]int, req *http.Request) {
 
 // key is the verb and resource of req.
 func key(req *http.Request) [2]string {
+	p := parsePath(req.URL.Path)
 	verb := map[string]string{
 		http.MethodPost: "create", http.MethodPut: "update", http.MethodPatch: "patch", http.MethodDelete: "delete",
 	}[req.Method]
@@ -149,41 +168,55 @@ func key(req *http.Request) [2]string {
 		verb = "get"
 		if req.URL.Query().Get("watch") == "true" {
 			verb = "watch"
-		} else if isCollection(req.URL.Path) {
+		} else if p.collection {
 			verb = "list"
 		}
 	}
-	return [2]string{verb, resourceName(req.URL.Path)}
+	return [2]string{verb, p.resource}
 }
 
-// resourceName returns the resource of an API path such as
-// /apis/coordination.k8s.io/v1/namespaces/ns/leases/name.
-func resourceName(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	for i, p := range parts {
-		if p == "namespaces" && i+2 < len(parts) {
-			return parts[i+2]
-		}
-	}
-	return parts[len(parts)-1]
+// apiPath is what an API path such as
+// /apis/coordination.k8s.io/v1/namespaces/ns/leases/name names.
+type apiPath struct {
+	// api is set for a path under /api or /apis.
+	api bool
+	// namespace is "" for a path that names none.
+	namespace, resource string
+	// collection is set for a path that names no object of the resource.
+	collection bool
 }
 
-// isCollection reports whether a namespaced path names a collection, not
-// an object.
-func isCollection(path string) bool {
+// parsePath reads an API path: /api/v1 or /apis/GROUP/VERSION, then
+// namespaces/NS for a namespaced one, then the resource, and the object's
+// name and subresource if any. Any other path is its last element, as a
+// resource.
+func parsePath(path string) apiPath {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
-	for i, p := range parts {
-		if p == "namespaces" && i+2 < len(parts) {
-			return i+3 == len(parts)
-		}
+	var p apiPath
+	switch {
+	case len(parts) > 2 && parts[0] == "api":
+		p.api, parts = true, parts[2:]
+	case len(parts) > 3 && parts[0] == "apis":
+		p.api, parts = true, parts[3:]
+	default:
+		p.resource = parts[len(parts)-1]
+		return p
 	}
-	return false
+	if len(parts) > 2 && parts[0] == "namespaces" {
+		p.namespace, parts = parts[1], parts[2:]
+	}
+	p.resource, p.collection = parts[0], len(parts) == 1
+	return p
 }
 
 type countingTransport struct {
 	next http.RoundTripper
 	r    *Requests
 }
+
+// WrappedRoundTripper returns the transport t counts the requests of, so
+// that utilnet.CloseIdleConnectionsFor reaches it.
+func (t countingTransport) WrappedRoundTripper() http.RoundTripper { return t.next }
 
 func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.r.add(req)
@@ -198,7 +231,7 @@ func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		t.r.decompressed(req)
 	}
 	if err == nil && req.Method != http.MethodGet && resp.StatusCode/100 == 2 {
-		t.r.wrote(resourceName(req.URL.Path), time.Since(start))
+		t.r.wrote(parsePath(req.URL.Path).resource, time.Since(start))
 	}
 	return resp, err
 }

@@ -111,3 +111,44 @@ func send(c *http.Client, method, url string) error {
 	}
 	return resp.Body.Close()
 }
+
+// TestRequestsAcrossNamespaces: a list or watch of every namespace's Leases
+// is counted as a list or watch, as one across namespaces; a namespaced
+// one is not.
+func TestRequestsAcrossNamespaces(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	var r Requests
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: countingTransport{tr, &r}}
+	for _, path := range []string{
+		"/apis/coordination.k8s.io/v1/leases?limit=500",
+		"/apis/coordination.k8s.io/v1/leases?watch=true",
+		"/apis/coordination.k8s.io/v1/namespaces/ns/leases",
+		"/apis/coordination.k8s.io/v1/namespaces/ns/leases?watch=true",
+		"/apis/coordination.k8s.io/v1/namespaces/ns/leases/a",
+		"/api/v1/namespaces/ns",
+	} {
+		if err := send(c, http.MethodGet, srv.URL+path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		verb, resource string
+		count, across  int
+	}{
+		{"list", "leases", 2, 1},
+		{"watch", "leases", 2, 1},
+		{"get", "leases", 1, 0},
+		{"get", "namespaces", 1, 1},
+	}
+	for _, tt := range tests {
+		if got := r.Count(tt.verb, tt.resource); got != tt.count {
+			t.Errorf("Count(%q, %q): got %d, want %d", tt.verb, tt.resource, got, tt.count)
+		}
+		if got := r.AllNamespaces(tt.verb, tt.resource); got != tt.across {
+			t.Errorf("AllNamespaces(%q, %q): got %d, want %d", tt.verb, tt.resource, got, tt.across)
+		}
+	}
+}

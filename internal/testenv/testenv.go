@@ -66,8 +66,9 @@ func Main(m *testing.M) goleak.TestingM { return mainRunner{m} }
 func (r mainRunner) Run() int {
 	inMain = true
 	// Quiet, and no warning that no logger was set: the library logs
-	// through log.FromContext.
-	logf.SetLogger(logr.Discard())
+	// through log.FromContext. The sink counts its uses, for
+	// RuntimeLogCalls.
+	logf.SetLogger(logr.New(runtimeLog{}))
 	if _, err := localapi.AssetsDir(); err != nil && InCI() {
 		fmt.Fprintf(os.Stderr, "FAIL: in CI (CI is set) and the API server is not available: %v\n", err)
 		return 1

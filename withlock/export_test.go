@@ -1,0 +1,12 @@
+package withlock
+
+import "time"
+
+// StartRemoval starts l's removal of Leases expired for more than age, as
+// NewForCluster and NewForConfig do, for a test that builds l with New on
+// a client of its own.
+func StartRemoval(l *Locker, age time.Duration) { l.startRemoval(age) }
+
+// LeftoverPeriod is the time between two removals of Leases expired for
+// age, less its jitter.
+var LeftoverPeriod = leftoverPeriod
