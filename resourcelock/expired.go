@@ -26,7 +26,10 @@ const removePage = 500
 // a release do, so a Lease renewed or taken over since is left alone. It
 // returns how many it deleted.
 //
-// It needs list and delete on Leases in the namespace. age is a margin for
+// It lists through the locker's client, which should read from the API
+// server: a manager's GetClient() would start an informer of every Lease
+// in the cluster (withlock's NewForCluster gives its locker a client of its
+// own). It needs list and delete on Leases in the namespace. age is a margin for
 // clocks that disagree, and must not be negative; a Lease whose holder's
 // clock runs more than age behind this one's could be removed while held.
 func (rl *ResourceLocker) RemoveExpired(ctx context.Context, age time.Duration) (int, error) {

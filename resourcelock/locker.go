@@ -100,7 +100,7 @@ func NewResourceLocker(c client.Client, namespace string, opts ...Option) *Resou
 	case nilness.Is(c):
 		rl.client, rl.err = nil, errNilClient
 	default:
-		rl.err = validateNamespace(namespace)
+		rl.err = ValidateNamespace(namespace)
 	}
 	rl.metrics = lockmetrics.For(rl.registerer, rl.byName)
 	rl.records = newRecords()
@@ -253,6 +253,15 @@ func (rl *ResourceLocker) report(ctx context.Context, a *acquirer, err error) {
 	default:
 		log.V(1).Info("did not acquire lock", "result", result, "error", err)
 	}
+}
+
+// Logger returns the logger of calls whose ctx carries none (WithLogger):
+// controller-runtime's log.Log by default, and for a nil locker.
+func (rl *ResourceLocker) Logger() logr.Logger {
+	if rl == nil {
+		return logf.Log
+	}
+	return rl.log
 }
 
 // logger is ctx's logger, or the locker's when ctx carries none.

@@ -46,7 +46,9 @@ func ValidateLockName(name string) error {
 	return nil
 }
 
-func validateNamespace(namespace string) error {
+// ValidateNamespace returns an error unless namespace is a valid namespace
+// name.
+func ValidateNamespace(namespace string) error {
 	if namespace == "" {
 		return fmt.Errorf("resourcelock: invalid namespace %q: must not be empty", namespace)
 	}

@@ -8,12 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/rest"
@@ -59,8 +57,8 @@ func NewForConfig(cfg *rest.Config, namespace string, opts ...Option) (*Locker, 
 // removal of leftover Leases. o's logger must be set. When ownsHTTP is set,
 // Close closes the idle connections of copts' HTTP client.
 func newBuilt(cfg *rest.Config, copts client.Options, namespace string, o options, ownsHTTP bool) (*Locker, error) {
-	if msgs := apivalidation.ValidateNamespaceName(namespace, false); len(msgs) > 0 {
-		return nil, fmt.Errorf("withlock: invalid namespace %q: %s", namespace, strings.Join(msgs, "; "))
+	if err := resourcelock.ValidateNamespace(namespace); err != nil {
+		return nil, err
 	}
 	log := *o.log
 	cfg = rest.CopyConfig(cfg)

@@ -98,7 +98,7 @@ func WithSafetyMargin(d time.Duration) Option {
 // NewForCluster and NewForConfig give it to the ResourceLocker they build
 // as well (resourcelock.WithLogger).
 //
-// Default: for New, controller-runtime's log.Log; for NewForCluster, the
+// Default: for New, its ResourceLocker's (resourcelock.WithLogger); for NewForCluster, the
 // manager's GetLogger() (log.Log for a cluster that has none); for
 // NewForConfig, klog.Background(), so that a program without
 // controller-runtime's logger gets no warning that it never set one.

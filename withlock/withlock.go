@@ -11,7 +11,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/uuid"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leaselock/leaselock/internal/lockmetrics"
 	"github.com/leaselock/leaselock/resourcelock"
@@ -74,7 +73,7 @@ func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
 
 // newLocker returns a Locker on rl with the options o.
 func newLocker(rl *resourcelock.ResourceLocker, o options) *Locker {
-	l := &Locker{rl: rl, identity: o.identity, releaseTimeout: o.releaseTimeout, log: o.logger(logf.Log)}
+	l := &Locker{rl: rl, identity: o.identity, releaseTimeout: o.releaseTimeout, log: o.logger(rl.Logger())}
 	if rl != nil {
 		l.margin = rl.LeaseDuration() / 5
 		if m := o.margin; m != nil && *m >= 0 && *m < rl.LeaseDuration() {
