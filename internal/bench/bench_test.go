@@ -261,6 +261,19 @@ var locks = map[string]func(b *testing.B, ns string, reqs *testenv.Requests) fun
 				resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil)))
 		}
 	},
+	// The locker a manager gives in one call: withlock.NewForCluster,
+	// whose Leases go through an uncached client of its own that watches.
+	"leaselock-NewForCluster": func(b *testing.B, ns string, reqs *testenv.Requests) func() *worker {
+		return func() *worker {
+			mgr := startManager(b, testenv.CountedConfig(b, reqs))
+			l, err := withlock.NewForCluster(mgr, ns, withlock.WithLeftoverRemoval(-1), withlock.WithLogger(logr.Discard()),
+				withlock.WithResourceLockerOptions(resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return &worker{c: testenv.CountedClient(b, reqs), withLock: l.WithLock}
+		}
+	},
 	// client-go's leaderelection used as a lock, the way people do: a
 	// LeaderElector per critical section, ReleaseOnCancel, and
 	// controller-runtime's default timings.
@@ -743,7 +756,7 @@ func BenchmarkContended8(b *testing.B) {
 // "leaselock" row): what each choice costs.
 func BenchmarkClients8(b *testing.B) {
 	for currentRun = range runs() {
-		for _, kind := range []string{"leaselock", "leaselock-client.New", "leaselock-mgr.GetClient()"} {
+		for _, kind := range []string{"leaselock", "leaselock-NewForCluster", "leaselock-mgr.GetClient()", "leaselock-client.New"} {
 			withTwin(b, kind, kind, clientRows[kind], func(b *testing.B, kind, row string) {
 				for b.Loop() {
 					contend(b, clients8, row, kind, 8, false, rounds, runFor())
@@ -756,8 +769,9 @@ func BenchmarkClients8(b *testing.B) {
 // clientRows name the rows of BenchmarkClients8 by the client each passes.
 var clientRows = map[string]string{
 	"leaselock":                 "leaselock",
-	"leaselock-client.New":      "client.New",
+	"leaselock-NewForCluster":   "withlock.NewForCluster(mgr)",
 	"leaselock-mgr.GetClient()": "mgr.GetClient()",
+	"leaselock-client.New":      "client.New",
 }
 
 // BenchmarkScale is the cost curve: 1, 2, 8 and 32 contenders on one lock,
