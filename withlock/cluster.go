@@ -44,8 +44,11 @@ var errNilCluster = errors.New("withlock: cluster is nil")
 // When cl is a manager (it has Add(manager.Runnable) error), the Locker
 // adds itself to it as a Runnable that runs on every replica, leader or
 // not, and closes when the manager stops: calls that wait for a lock then
-// return ErrClosed, and its background work stops. For any other cluster,
-// call Close when done, or run Start.
+// return ErrClosed, and its background work stops. A manager stops such
+// runnables before its controllers, so a reconcile that waits for a lock
+// at shutdown returns ErrClosed: treat it as the manager stopping, as a
+// cancelled ctx. For any other cluster, call Close when done, or run
+// Start.
 //
 // It returns an error, and sends no request, for a nil cl or an invalid
 // namespace; and the manager's error if Add fails.

@@ -11,6 +11,7 @@
 //
 // Reads go through mgr.GetAPIReader(), not the manager's cached client: a
 // stale cached read under the lock would only earn a Conflict and a retry.
+// The locker from withlock.NewForCluster reads so for Update by itself.
 //
 // With no --kubeconfig and no KUBECONFIG it starts the local API server that
 // `make test` uses and stops it at the end.
@@ -171,13 +172,15 @@ func (o options) validate() error {
 
 // RegistryReconciler merges one source ConfigMap into the registry.
 //
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update;delete;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;create;update;delete;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;update
 type RegistryReconciler struct {
 	// Client writes; it may read from the manager's cache.
 	Client client.Client
 	// APIReader reads without a cache (mgr.GetAPIReader()).
 	APIReader client.Reader
+	// Locker is withlock.NewForCluster(mgr, ...)'s, whose Update reads
+	// through the API reader.
 	Locker    *withlock.Locker
 	Namespace string
 	// Log is the reconciler's logger, and the lock's: the manager's is at
@@ -206,15 +209,18 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		cm.Data[source.Name] = source.Data["value"]
 		return nil
-	}, withlock.ReadFrom(r.APIReader))
+	})
 	return ctrl.Result{}, stopping(ctx, log, err)
 }
 
-// stopping returns err, or nil when err is the cancellation of ctx: the
+// stopping returns err, or nil when err is the cancellation of ctx or the
+// closing of the locker: the
 // manager is stopping, which is no failure of the reconcile. Any other error
 // is returned as it is, and the controller logs it.
 func stopping(ctx context.Context, log logr.Logger, err error) error {
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	// The manager closes the locker before it stops the controllers: a
+	// reconcile that waits for the lock then ends with ErrClosed.
+	if err != nil && (ctx.Err() != nil && errors.Is(err, context.Canceled) || errors.Is(err, withlock.ErrClosed)) {
 		log.V(1).Info("reconcile cancelled: the manager is stopping", "error", err.Error())
 		return nil
 	}
@@ -384,19 +390,18 @@ func newManager(cfg *rest.Config, o options, i int) (ctrl.Manager, *RegistryReco
 	if err != nil {
 		return nil, nil, err
 	}
-	// The locker's client: uncached, so that its reads of a Lease are live
-	// (the manager's client would read Leases from an informer, which
-	// needs list on every Lease and lags), and able to watch, so that
-	// waiters wake the moment the Lease is released instead of polling.
-	leases, err := client.NewWithWatch(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	// The locker, in one call: its Leases go through an uncached client of
+	// its own that watches, Update reads through the API reader, and it
+	// stops with the manager.
+	locker, err := withlock.NewForCluster(mgr, o.namespace, withlock.WithIdentity("manager-"+strconv.Itoa(i)),
+		withlock.WithResourceLockerOptions(resourcelock.WithRetryTimeout(time.Minute)))
 	if err != nil {
 		return nil, nil, err
 	}
-	rl := resourcelock.NewResourceLocker(leases, o.namespace, resourcelock.WithRetryTimeout(time.Minute))
 	r := &RegistryReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
-		Locker:    withlock.New(rl, withlock.WithIdentity("manager-"+strconv.Itoa(i))),
+		Locker:    locker,
 		Namespace: o.namespace,
 		Log:       ctrl.Log.WithName("manager-" + strconv.Itoa(i)),
 	}
