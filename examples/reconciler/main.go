@@ -214,9 +214,9 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 }
 
 // stopping returns err, or nil when err is the cancellation of ctx or the
-// closing of the locker: the
-// manager is stopping, which is no failure of the reconcile. Any other error
-// is returned as it is, and the controller logs it.
+// closing of the locker: the manager is stopping, which is no failure of
+// the reconcile. Any other error is returned as it is, and the controller
+// logs it.
 func stopping(ctx context.Context, log logr.Logger, err error) error {
 	// The manager closes the locker before it stops the controllers: a
 	// reconcile that waits for the lock then ends with ErrClosed.
