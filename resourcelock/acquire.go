@@ -151,36 +151,9 @@ func (a *acquirer) named(err error) error {
 	}
 	held := ""
 	if a.lease != nil && holder(a.lease) != "" && holder(a.lease) != a.lockerID {
-		_, until := a.rl.leases.expired(a.lease, a.rl.clock.Now())
-		held = fmt.Sprintf(" (held by %q until %s)", holder(a.lease), formatUntil(until))
+		held = fmt.Sprintf(" (held by %q until %s)", holder(a.lease), formatUntil(a.until))
 	}
-	return fmt.Errorf("resourcelock: acquire lock %s/%s for %q: %w%s", a.rl.namespace, a.name, a.lockerID, err, held)
-}
-
-// end is when the call ends whatever its requests do: lastRequest past its
-// deadline.
-func (a *acquirer) end() time.Time { return a.deadline.Add(lastRequest) }
-
-// readContext bounds a read or the start of a watch. One sent before the
-// deadline ends by it, which leaves lastRequest for a Create: a read that
-// cannot finish (from a cache that cannot sync, say) must not end the call
-// unanswered. One sent later ends with the call.
-func (a *acquirer) readContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if end := a.deadline; a.rl.clock.Now().Before(end) {
-		return a.rl.bound(ctx, end)
-	}
-	return a.rl.bound(ctx, a.end())
-}
-
-// writeContext is the context of a Create or Update that may make the
-// caller the holder. Once sent, such a write runs to its end even if the
-// caller cancels: the client would give up on the request at once, but the
-// server may still apply it, after AcquireLock returned, and leave the lock
-// held by a caller that was told it failed. So the write is detached from
-// the caller's cancellation (not from its values), bounded by the call's
-// end, and AcquireLock honours the cancel once the outcome is known.
-func (a *acquirer) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return a.rl.bound(context.WithoutCancel(ctx), a.end())
+	return fmt.Errorf("%s: %w%s", acquireOp(a.rl.namespace, a.name, a.lockerID), err, held)
 }
 
 // begin picks the first step. A watch this locker keeps open already knows
@@ -230,21 +203,24 @@ func (a *acquirer) read(ctx context.Context) (step, error) {
 	return stepClaim, nil
 }
 
-// readFailed goes on after a read failed for a reason a retry may mend:
-// the call creates the Lease, whose outcome tells whether the lock is
-// free, even at the deadline once. A read that could not finish then
-// leaves the call at most lastRequest past its deadline, holding the lock
-// if it was free.
+// readFailed goes on after a read failed for a reason a retry may mend.
+// A call that does not hold the lock creates the Lease, after a back-off,
+// since the outcome tells whether the lock is free; past the deadline it
+// does so once, and that Create's outcome ends the call (see unreadable).
+// A read that could not finish then leaves the call at most lastRequest
+// past its deadline, holding the lock if it was free. A holder reads again
+// (its Create could only fail).
 func (a *acquirer) readFailed(ctx context.Context, err error) (step, error) {
-	if ctx.Err() != nil || !transient(err) {
+	if ctx.Err() != nil || !transient(err) || a.standing != notHolder {
 		return a.failed(ctx, err, sentRead)
 	}
-	first := a.unread == nil
 	a.unread = err
-	if first || a.rl.clock.Now().Before(a.deadline) {
-		return stepCreate, nil
+	if now := a.rl.clock.Now(); now.Before(a.deadline) {
+		if err := a.rl.sleep(ctx, min(a.backoff.Step(), a.deadline.Sub(now))); err != nil {
+			return stepGiveUp, err
+		}
 	}
-	return a.failed(ctx, err, sentRead)
+	return stepCreate, nil
 }
 
 // unreadable goes on after a Create found the Lease that the call could
@@ -256,7 +232,7 @@ func (a *acquirer) unreadable(ctx context.Context) (step, error) {
 		a.firstHeld = now
 	}
 	if !now.Before(a.deadline) {
-		return stepGiveUp, &HeldError{Namespace: a.rl.namespace, Name: a.name, Waited: now.Sub(a.start), unread: a.unread}
+		return stepGiveUp, &HeldError{Namespace: a.rl.namespace, Name: a.name, LockerID: a.lockerID, Waited: now.Sub(a.start), unread: a.unread}
 	}
 	if err := a.rl.sleep(ctx, a.rl.pollWait(now, time.Time{}, a.deadline)); err != nil {
 		return stepGiveUp, err
@@ -289,9 +265,13 @@ func (a *acquirer) create(ctx context.Context, handoff bool) (step, error) {
 	}
 	// Real time: rtt measures a request for the cohort's spread (see
 	// turns.widen), and judges no Lease.
+	wctx, cancel, err := a.writeContext(ctx)
+	if err != nil {
+		return a.failed(ctx, err, sentWrite)
+	}
 	sentAt := time.Now()
-	wctx, cancel := a.writeContext(ctx)
 	lease, err := a.rl.leases.create(wctx, a.name, a.lockerID, a.turns.handoffs)
+	err = ownTimeout(wctx, err)
 	cancel()
 	a.turns.rtt = time.Since(sentAt)
 	if err == nil {
@@ -328,7 +308,7 @@ func (a *acquirer) claim(ctx context.Context) (step, error) {
 			// Another holds it: no write of this call's won, and there is
 			// nothing to release.
 			a.uncertain = false
-			return stepGiveUp, &HeldError{Namespace: rl.namespace, Name: a.name, Holder: previous, Until: until, Waited: now.Sub(a.start)}
+			return stepGiveUp, &HeldError{Namespace: rl.namespace, Name: a.name, LockerID: a.lockerID, Holder: previous, Until: until, Waited: now.Sub(a.start)}
 		}
 		a.until = until
 		return stepWait, nil
@@ -340,8 +320,12 @@ func (a *acquirer) claim(ctx context.Context) (step, error) {
 	if previous == a.lockerID && !expired && a.renews(a.lease) {
 		kind, a.standing = sentRefresh, renewing
 	}
-	wctx, cancel := a.writeContext(ctx)
+	wctx, cancel, err := a.writeContext(ctx)
+	if err != nil {
+		return a.failed(ctx, err, kind)
+	}
 	lease, err := rl.leases.claim(wctx, a.lease, a.lockerID)
+	err = ownTimeout(wctx, err)
 	cancel()
 	if err == nil {
 		if previous != a.lockerID {
@@ -402,7 +386,7 @@ func (a *acquirer) raced(race error, next step) (step, error) {
 	if a.races++; a.races <= maxRaces || a.rl.clock.Now().Before(a.deadline) {
 		return next, nil
 	}
-	held := &HeldError{Namespace: a.rl.namespace, Name: a.name, Waited: a.rl.clock.Since(a.start), race: race}
+	held := &HeldError{Namespace: a.rl.namespace, Name: a.name, LockerID: a.lockerID, Waited: a.rl.clock.Since(a.start), race: race}
 	if a.lease != nil {
 		held.Holder = holder(a.lease)
 	}

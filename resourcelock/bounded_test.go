@@ -124,6 +124,95 @@ func TestAcquireUnsentRequestsNeedNoRelease(t *testing.T) {
 	if got := log.count("delete"); got != 0 {
 		t.Errorf("deletes: got %d, want 0: no Create reached the server", got)
 	}
+	if strings.Contains(err.Error(), "may have taken") {
+		t.Errorf("error %q says a write may have taken the lock: none was sent", err)
+	}
+}
+
+func TestAcquireTryLockOnAnUnreadableLease(t *testing.T) {
+	base := newFake(heldLease(holderOther, time.Now(), 60))
+	var log callLog
+	c := struct{ client.Client }{counted(base, &log, interceptor.Funcs{Get: unanswered})}
+	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryTimeout(0))
+	start := time.Now()
+	err := rl.AcquireLock(context.Background(), unitLock, holderMe)
+	if took := time.Since(start); took > lastRequest {
+		t.Errorf("a try-lock returned after %v, want within one request", took)
+	}
+	if !errors.Is(err, resourcelock.ErrLockHeld) {
+		t.Fatalf("try-lock on an unreadable held Lease: got %v, want ErrLockHeld", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "may have taken") {
+		t.Errorf("error %q: want neither a deadline of the caller's nor a write that may have won", err)
+	}
+	if got := log.count("create"); got != 2 {
+		t.Errorf("creates: got %d, want 2: the first, and one after the read that could not finish", got)
+	}
+}
+
+func TestAcquireReadsFailingFastOnAHeldLease(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	base := newFake(heldLease(holderOther, time.Now(), 60))
+	var log callLog
+	c := struct{ client.Client }{counted(base, &log, interceptor.Funcs{
+		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return apierrors.NewServiceUnavailable("busy")
+		},
+	})}
+	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryTimeout(timeout), resourcelock.WithRetryInterval(100*time.Millisecond))
+	err := rl.AcquireLock(context.Background(), unitLock, holderMe)
+	if !errors.Is(err, resourcelock.ErrLockHeld) || !apierrors.IsServiceUnavailable(err) {
+		t.Fatalf("AcquireLock with reads that fail at once: got %v, want ErrLockHeld wrapping the 503", err)
+	}
+	// Each failed read backs off (20ms, doubling) before its Create, and a
+	// Create that finds the Lease waits a poll interval: a handful, not a
+	// Create per millisecond.
+	if got := log.count("create"); got > 8 {
+		t.Errorf("creates: got %d in %v, want a handful", got, timeout)
+	}
+}
+
+func TestAcquireCancelledEndsWithinOneRequest(t *testing.T) {
+	// The server never answers a write: a cancel gives it lastRequest, not
+	// the rest of the retry timeout.
+	c := interceptor.NewClient(newFake(), interceptor.Funcs{
+		Create: func(ctx context.Context, _ client.WithWatch, _ client.Object, _ ...client.CreateOption) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
+		Get: func(ctx context.Context, _ client.WithWatch, _ client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	})
+	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryTimeout(10*time.Second))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	err := rl.AcquireLock(ctx, unitLock, holderMe)
+	if took := time.Since(start); took > 100*time.Millisecond+2*lastRequest {
+		t.Errorf("AcquireLock cancelled at 100ms returned after %v, want within the write's and the release's last request", took)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("AcquireLock: got %v, want context.Canceled", err)
+	}
+}
+
+func TestAcquireOwnBoundIsNoDeadlineOfTheCaller(t *testing.T) {
+	c := struct{ client.Client }{interceptor.NewClient(newFake(heldLease(holderOther, time.Now(), 60)), interceptor.Funcs{Get: func(ctx context.Context, _ client.WithWatch, _ client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}})}
+	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryTimeout(200*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	err := rl.AcquireLock(ctx, unitLock, holderMe)
+	if !errors.Is(err, resourcelock.ErrLockHeld) {
+		t.Fatalf("AcquireLock: got %v, want ErrLockHeld", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %q: errors.Is sees context.DeadlineExceeded, and the caller's ctx has an hour left", err)
+	}
 }
 
 func TestAcquireRefusedWatchIsRemembered(t *testing.T) {
@@ -150,6 +239,28 @@ func TestAcquireRefusedWatchIsRemembered(t *testing.T) {
 	}
 	if got := lines.count("watch of Leases refused"); got != 1 {
 		t.Errorf("log lines that say the watch was refused: got %d, want 1\n%s", got, lines)
+	}
+}
+
+func TestAcquireRefusedPlainWatchIsRemembered(t *testing.T) {
+	base := newFake(heldLease(holderOther, time.Now(), 60))
+	var log callLog
+	c := counted(base, &log, interceptor.Funcs{
+		Watch: func(_ context.Context, _ client.WithWatch, _ client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+			if resourcelock.IsWatchList(opts) { // a server without watch-lists
+				return nil, apierrors.NewBadRequest("sendInitialEvents is not supported")
+			}
+			return nil, apierrors.NewForbidden(leasesResource, "", errors.New("watch not granted"))
+		},
+	})
+	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryTimeout(200*time.Millisecond), resourcelock.WithRetryInterval(20*time.Millisecond))
+	for range 2 {
+		if err := rl.AcquireLock(context.Background(), unitLock, holderMe); !errors.Is(err, resourcelock.ErrLockHeld) {
+			t.Fatalf("AcquireLock: got %v, want ErrLockHeld", err)
+		}
+	}
+	if got := log.count("watch"); got != 2 {
+		t.Errorf("watches: got %d, want 2: the watch-list, refused once, and the plain watch, refused once", got)
 	}
 }
 

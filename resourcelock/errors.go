@@ -20,18 +20,27 @@ var (
 	errNilLocker     = errors.New("resourcelock: ResourceLocker is nil: build one with NewResourceLocker")
 	errNilClient     = errors.New("resourcelock: client is nil")
 	errEmptyLockerID = errors.New("resourcelock: invalid lockerID \"\": must not be empty")
+	// errOutOfTime is why a write is not sent: the call's end has come.
+	errOutOfTime = errors.New("resourcelock: the call's time ran out before the write was sent")
+	// errRequestBound is in the error of a request that did not finish
+	// within the call's bound (see lastRequest).
+	errRequestBound = errors.New("resourcelock: a request did not finish within the call's time (its retry timeout, and 2s past it)")
 	// errWatchListUnanswered is why a locker stops asking for watch-lists
 	// when one sent nothing in time (see watchRegistry.sync).
 	errWatchListUnanswered = errors.New("resourcelock: the watch-list sent no initial events in time")
 )
 
 // HeldError is the ErrLockHeld that AcquireLock returns: it names the Lease,
-// its holder, and when the holder's claim runs out. errors.Is(err,
-// ErrLockHeld) holds for it; use errors.As to read the fields.
+// the caller, the holder, and when the holder's claim runs out.
+// errors.Is(err, ErrLockHeld) holds for it; use errors.As to read the
+// fields.
 type HeldError struct {
 	// Namespace and Name name the Lease.
 	Namespace, Name string
-	// Holder is the Lease's holderIdentity when AcquireLock gave up.
+	// LockerID is the caller's.
+	LockerID string
+	// Holder is the Lease's holderIdentity when AcquireLock gave up, ""
+	// when it could not be told.
 	Holder string
 	// Until is when the Lease expires on this locker's clock, or the zero time
 	// when it cannot be told.
@@ -49,18 +58,26 @@ type HeldError struct {
 }
 
 func (e *HeldError) Error() string {
+	op := acquireOp(e.Namespace, e.Name, e.LockerID)
 	switch {
 	case e.unread != nil:
-		return fmt.Sprintf("resourcelock: lock %s/%s is held by a locker that could not be told, since the Lease could not be read (gave up after %v): %v; "+
-			"a client that reads from an informer cache, as a manager's GetClient() does, needs list and watch on Leases in every namespace: "+
-			"build the locker with withlock.NewForCluster, or give it a client that reads from the API server",
-			e.Namespace, e.Name, e.Waited, e.unread)
+		return fmt.Sprintf("%s: held by a locker that could not be told, since the Lease could not be read (gave up after %v): %v; "+
+			"if the client reads from an informer cache, as a manager's GetClient() does, that needs list and watch on Leases in every namespace: "+
+			"give the locker a client that reads from the API server, as withlock.NewForCluster does",
+			op, e.Waited, e.unread)
 	case e.race != nil:
-		return fmt.Sprintf("resourcelock: lock %s/%s kept by other lockers, whose writes beat this one's for %v (last: %v)",
-			e.Namespace, e.Name, e.Waited, e.race)
+		return fmt.Sprintf("%s: kept by other lockers, whose writes beat this one's for %v (last: %v)", op, e.Waited, e.race)
 	}
-	return fmt.Sprintf("resourcelock: lock %s/%s is held by %q until %s (gave up after %v)",
-		e.Namespace, e.Name, e.Holder, formatUntil(e.Until), e.Waited)
+	return fmt.Sprintf("%s: held by %q until %s (gave up after %v)", op, e.Holder, formatUntil(e.Until), e.Waited)
+}
+
+// acquireOp and releaseOp name a call in its errors.
+func acquireOp(namespace, name, lockerID string) string {
+	return fmt.Sprintf("resourcelock: acquire lock %s/%s for %q", namespace, name, lockerID)
+}
+
+func releaseOp(namespace, name, lockerID string) string {
+	return fmt.Sprintf("resourcelock: release lock %s/%s held by %q", namespace, name, lockerID)
 }
 
 // formatUntil formats when a Lease expires; the zero time is unknown.
@@ -94,9 +111,10 @@ func transient(err error) bool {
 		return code == http.StatusTooManyRequests || code >= http.StatusInternalServerError ||
 			apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err)
 	}
-	// No answer from the server: a request timeout of the client's own (the
-	// caller's ctx is checked before this), or a lost connection.
-	if errors.Is(err, context.DeadlineExceeded) {
+	// No answer from the server: a request timeout of the client's own or
+	// the call's (the caller's ctx is checked before this), or a lost
+	// connection.
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errRequestBound) {
 		return true
 	}
 	if _, ok := errors.AsType[net.Error](err); ok {
@@ -106,8 +124,8 @@ func transient(err error) bool {
 }
 
 // unsent reports whether err says that the request never reached the
-// server: the connection was refused.
-func unsent(err error) bool { return utilnet.IsConnectionRefused(err) }
+// server: the connection was refused, or the call's time ran out first.
+func unsent(err error) bool { return utilnet.IsConnectionRefused(err) || errors.Is(err, errOutOfTime) }
 
 // rejected reports whether the server answered a write with a client error
 // (4xx), so the write certainly did not take effect.

@@ -77,15 +77,11 @@ func (rl *ResourceLocker) RemoveExpired(ctx context.Context, age time.Duration) 
 	return removed, errors.Join(errs...)
 }
 
-// expiry is when lease expired or expires by its own times: its renewTime,
-// else its acquireTime, else its creation, plus its duration.
+// expiry is when lease expired or expires by its own times (expiresAt),
+// or by its creation plus its duration when it has none.
 func expiry(lease *coordinationv1.Lease) time.Time {
-	at := lease.CreationTimestamp.Time
-	switch spec := lease.Spec; {
-	case spec.RenewTime != nil:
-		at = spec.RenewTime.Time
-	case spec.AcquireTime != nil:
-		at = spec.AcquireTime.Time
+	if at := expiresAt(lease); !at.IsZero() {
+		return at
 	}
-	return at.Add(time.Duration(ptr.Deref(lease.Spec.LeaseDurationSeconds, 0)) * time.Second)
+	return lease.CreationTimestamp.Add(time.Duration(ptr.Deref(lease.Spec.LeaseDurationSeconds, 0)) * time.Second)
 }

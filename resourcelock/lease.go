@@ -108,12 +108,7 @@ func (lc *leaseClient) expired(lease *coordinationv1.Lease, now time.Time) (bool
 		return true, time.Time{}
 	}
 	d := time.Duration(*spec.LeaseDurationSeconds) * time.Second
-	var until time.Time
-	if t := spec.RenewTime; t != nil {
-		until = t.Add(d)
-	} else if t := spec.AcquireTime; t != nil {
-		until = t.Add(d)
-	}
+	until := expiresAt(lease)
 	if !until.IsZero() && now.After(until) {
 		lc.records.forgetObserved(lease.Name)
 		return true, until
@@ -125,6 +120,19 @@ func (lc *leaseClient) expired(lease *coordinationv1.Lease, now time.Time) (bool
 		until = seen
 	}
 	return !now.Before(seen), until
+}
+
+// expiresAt is when lease expires by its own times: its renewTime, else its
+// acquireTime, plus its duration; the zero time when it has neither.
+func expiresAt(lease *coordinationv1.Lease) time.Time {
+	d := time.Duration(ptr.Deref(lease.Spec.LeaseDurationSeconds, 0)) * time.Second
+	switch spec := lease.Spec; {
+	case spec.RenewTime != nil:
+		return spec.RenewTime.Add(d)
+	case spec.AcquireTime != nil:
+		return spec.AcquireTime.Add(d)
+	}
+	return time.Time{}
 }
 
 // holder returns the Lease's holderIdentity, "" for none.

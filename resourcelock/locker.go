@@ -196,12 +196,14 @@ func (rl *ResourceLocker) Close() error {
 //
 // When the lock stays held the error is a *HeldError, which is ErrLockHeld.
 // Transient server errors are retried inside the window; others return at
-// once. If ctx is cancelled, AcquireLock returns ctx.Err() without waiting
-// further and leaves no Lease of its own behind (a write in flight first
-// runs to its end). A lock the caller held before the call stays held.
-// Every error names the lock, lockerID and the holder last seen, and wraps
-// its cause: errors.Is sees ctx errors, apierrors.IsForbidden and friends
-// hold.
+// once. If ctx is cancelled, AcquireLock returns an error for which
+// errors.Is(err, ctx.Err()) holds, without waiting further, and leaves no
+// Lease of its own behind: a write in flight first runs to its end, for 2s
+// at most. A lock the caller held before the call stays held. Every error
+// names the lock, lockerID and the holder last seen, and wraps its cause:
+// errors.Is sees ctx errors, apierrors.IsForbidden and friends hold. A
+// request that the call's own bound (below) ends is no deadline of the
+// caller's: errors.Is does not see context.DeadlineExceeded in it.
 //
 // No request outlives the call: it returns within the retry timeout and one
 // more request (2s), whatever the client and the server do. A read that
@@ -219,7 +221,7 @@ func (rl *ResourceLocker) AcquireLock(ctx context.Context, name, lockerID string
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("resourcelock: acquire lock %s/%s for %q: %w", rl.namespace, name, lockerID, err)
+		return fmt.Errorf("%s: %w", acquireOp(rl.namespace, name, lockerID), err)
 	}
 	a, err := rl.acquire(ctx, name, lockerID)
 	rl.report(ctx, a, err)
@@ -278,9 +280,10 @@ func (rl *ResourceLocker) logger(ctx context.Context) logr.Logger {
 // Delete carries preconditions on the UID and resourceVersion of the Lease as
 // lockerID holds it, and a failed precondition makes ReleaseLock read the
 // Lease and decide again. Transient server errors are retried within the retry
-// timeout, and no request outlives it by more than 2s. If ctx is cancelled,
-// ReleaseLock returns ctx.Err() and the Lease stays until it expires;
-// callers that must release after their own context ended should pass
+// timeout, and no request outlives it by more than 2s. If ctx is
+// cancelled, ReleaseLock returns an error for which errors.Is(err,
+// ctx.Err()) holds, and the Lease stays until it expires; callers that must
+// release after their own context ended should pass
 // context.WithoutCancel(ctx) with a timeout. Every error names the lock and
 // lockerID, and wraps its cause.
 func (rl *ResourceLocker) ReleaseLock(ctx context.Context, name, lockerID string) error {
@@ -288,7 +291,7 @@ func (rl *ResourceLocker) ReleaseLock(ctx context.Context, name, lockerID string
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("resourcelock: release lock %s/%s held by %q: %w", rl.namespace, name, lockerID, err)
+		return fmt.Errorf("%s: %w", releaseOp(rl.namespace, name, lockerID), err)
 	}
 	return rl.release(ctx, name, lockerID)
 }

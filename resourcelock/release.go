@@ -17,7 +17,7 @@ import (
 func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) error {
 	a, known := rl.records.released(name, lockerID)
 	v := a.version
-	log := rl.logger(ctx).WithValues("lock", name, "namespace", rl.namespace, "holder", lockerID)
+	log := logFor(ctx, rl.log).WithValues("lock", name, "namespace", rl.namespace, "holder", lockerID)
 	deadline := rl.clock.Now().Add(rl.retryTimeout)
 	// No request runs past the call's end (see lastRequest).
 	ctx, cancel := rl.bound(ctx, deadline.Add(lastRequest))
@@ -68,11 +68,11 @@ func (rl *ResourceLocker) release(ctx context.Context, name, lockerID string) er
 			err = ctx.Err()
 		}
 		now := rl.clock.Now()
-		if ctx.Err() != nil || !transient(err) || !now.Before(deadline) {
-			return fmt.Errorf("resourcelock: release lock %s/%s held by %q: %w", rl.namespace, name, lockerID, err)
+		if ctx.Err() == nil && transient(err) && now.Before(deadline) {
+			err = rl.sleep(ctx, min(backoff.Step(), deadline.Sub(now)))
 		}
-		if err := rl.sleep(ctx, min(backoff.Step(), deadline.Sub(now))); err != nil {
-			return fmt.Errorf("resourcelock: release lock %s/%s held by %q: %w", rl.namespace, name, lockerID, err)
+		if err != nil {
+			return fmt.Errorf("%s: %w", releaseOp(rl.namespace, name, lockerID), ownTimeout(ctx, err))
 		}
 	}
 }
@@ -86,7 +86,7 @@ func (a *acquirer) giveUp(ctx context.Context, err error) error {
 	if !a.uncertain {
 		return err
 	}
-	rctx, cancel := a.rl.bound(context.WithoutCancel(ctx), a.end())
+	rctx, cancel := a.rl.detached(ctx, a.end())
 	defer cancel()
 	if rerr := a.rl.release(rctx, a.name, a.lockerID); rerr != nil {
 		return errors.Join(err, fmt.Errorf("%w; a write of this call may have taken the lock, which then stays until its Lease expires", rerr))

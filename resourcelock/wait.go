@@ -71,7 +71,7 @@ func (a *acquirer) watchHeld(ctx context.Context) step {
 	cancel()
 	if a.lw == nil {
 		if !a.rl.noWatch {
-			a.rl.watches.polling(a.rl.logger(ctx), a.rl.retryInterval)
+			a.rl.watches.polling(logFor(ctx, a.rl.log), a.rl.retryInterval)
 		}
 		return stepWait
 	}
@@ -97,6 +97,7 @@ func (a *acquirer) adopt(s watchState) (step, bool) {
 		return stepRead, false
 	}
 	a.lease, a.seq = s.lease, s.seq
+	a.unread = nil
 	if s.lease == nil {
 		return stepHandoff, true
 	}
@@ -215,6 +216,7 @@ func (rl *ResourceLocker) pollWait(now, until, deadline time.Time) time.Duration
 func (a *acquirer) get(ctx context.Context) error {
 	rctx, cancel := a.readContext(ctx)
 	lease, err := a.rl.leases.get(rctx, a.name)
+	err = ownTimeout(rctx, err)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil { // a cancel is no error of the server's

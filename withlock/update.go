@@ -261,9 +261,9 @@ func (u *updateCall[T]) read(ctx context.Context, current T) error {
 	case err == nil:
 		return nil
 	case cut && ctx.Err() == nil:
-		return fmt.Errorf("withlock: update %s: get: the read did not finish before the lock's time ran short: "+
-			"a cache-backed client (a manager's GetClient()) waits until its informer of %s syncs, which needs list and watch "+
-			"on %[2]s in every namespace the cache covers (all, by default); pass ReadFrom(mgr.GetAPIReader()), "+
+		return fmt.Errorf("withlock: update %s: get: the read did not finish before the lock's time ran short; "+
+			"if the reader is cache-backed (a manager's GetClient()), it waits until its informer of %s syncs, which needs list and watch "+
+			"on %[2]s in every namespace the cache covers (all, by default): pass ReadFrom(mgr.GetAPIReader()), "+
 			"or build the Locker with NewForCluster: %[3]w", u.key, u.gk, err)
 	}
 	return fmt.Errorf("withlock: update %s: get: %w", u.key, err)

@@ -179,7 +179,8 @@ func (l *Locker) acquire(ctx context.Context, name, holder string) (time.Time, e
 	done()
 	if err != nil {
 		if closed && ctx.Err() == nil && errors.Is(err, context.Canceled) {
-			return time.Time{}, fmt.Errorf("%w while waiting for lock %s/%s", ErrClosed, l.rl.Namespace(), name)
+			// err names the lock, and says whether a Lease stays behind.
+			return time.Time{}, fmt.Errorf("%w while waiting: %w", ErrClosed, err)
 		}
 		return time.Time{}, err
 	}
