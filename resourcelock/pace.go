@@ -128,3 +128,15 @@ func (rl *ResourceLocker) timer(d time.Duration) (<-chan time.Time, func() bool)
 	t := rl.clock.NewTimer(d)
 	return t.C(), t.Stop
 }
+
+// pollWait is how long a waiter sleeps before it reads a held Lease again: the
+// retry interval with jitter, cut short by the Lease's expiry and by the
+// deadline.
+func (rl *ResourceLocker) pollWait(now, until, deadline time.Time) time.Duration {
+	d := wait.Jitter(rl.retryInterval, 0.1)
+	if !until.IsZero() {
+		// A millisecond past the expiry, so that the next read sees it expired.
+		d = min(d, until.Sub(now)+time.Millisecond)
+	}
+	return max(min(d, deadline.Sub(now)), 0)
+}

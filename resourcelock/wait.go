@@ -7,8 +7,6 @@ package resourcelock
 import (
 	"context"
 	"time"
-
-	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // wait waits for the held Lease to change: on its watch when the client can
@@ -198,18 +196,6 @@ func (a *acquirer) awaitTurn(ctx context.Context) (bool, error) {
 		case <-s.changed:
 		}
 	}
-}
-
-// pollWait is how long a waiter sleeps before it reads a held Lease again: the
-// retry interval with jitter, cut short by the Lease's expiry and by the
-// deadline.
-func (rl *ResourceLocker) pollWait(now, until, deadline time.Time) time.Duration {
-	d := wait.Jitter(rl.retryInterval, 0.1)
-	if !until.IsZero() {
-		// A millisecond past the expiry, so that the next read sees it expired.
-		d = min(d, until.Sub(now)+time.Millisecond)
-	}
-	return max(min(d, deadline.Sub(now)), 0)
 }
 
 // get reads the Lease into a.lease, within the read's bound.
