@@ -10,10 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/leaselock/leaselock/internal/testenv"
 	"github.com/leaselock/leaselock/resourcelock"
@@ -22,32 +19,6 @@ import (
 // These tests show against the real API server that no call outlives its
 // timeout whatever the client and the server do, with the clients users
 // pass first.
-
-// startManager starts a manager on cfg and returns it once its cache runs;
-// the test's cleanup stops it.
-func startManager(t *testing.T, cfg *rest.Config) manager.Manager {
-	t.Helper()
-	mgr, err := manager.New(cfg, manager.Options{
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		t.Fatal("the manager's cache did not start")
-	}
-	return mgr
-}
 
 // TestServerManagerClientWithLeastRole takes a lock with a manager's
 // GetClient(), which reads Leases from an informer cache, as a user with
@@ -61,7 +32,7 @@ func TestServerManagerClientWithLeastRole(t *testing.T) {
 	role := testenv.ReadRole(t, "../examples/rbac.yaml")
 	testenv.Grant(t, admin, ns, "least-role-manager", role)
 	cfg := testenv.UserConfig(t, "least-role-manager")
-	mgr := startManager(t, cfg)
+	mgr := testenv.StartManager(t, cfg)
 	ctx := context.Background()
 	holder := resourcelock.NewResourceLocker(admin, ns)
 	if err := holder.AcquireLock(ctx, "least-role", "holder"); err != nil {

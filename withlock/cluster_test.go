@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/leaselock/leaselock/internal/testenv"
 	"github.com/leaselock/leaselock/resourcelock"
@@ -47,32 +45,6 @@ func asUser(t *testing.T, user string, reqs *testenv.Requests, roles ...*rbacv1.
 	cfg := testenv.UserConfig(t, user)
 	cfg.Wrap(testenv.CountingTransport(reqs))
 	return cfg, admin, ns
-}
-
-// newManager returns a manager for cfg that serves no metrics or probes
-// and elects no leader, and a function that starts it, once, and returns a
-// function that stops it and waits for it.
-func newManager(t *testing.T, cfg *rest.Config) (manager.Manager, func() (stop func())) {
-	t.Helper()
-	mgr, err := manager.New(cfg, manager.Options{
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		t.Fatalf("new manager: %v", err)
-	}
-	return mgr, func() func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		started := inBackground(func() error { return mgr.Start(ctx) })
-		stop := sync.OnceFunc(func() {
-			cancel()
-			if err := started.wait(); err != nil {
-				t.Errorf("manager: %v", err)
-			}
-		})
-		t.Cleanup(stop)
-		return stop
-	}
 }
 
 // waitUntil polls cond until it holds, and fails t after 10s.
@@ -150,7 +122,7 @@ func TestServerNewForClusterWithTheLeastRole(t *testing.T) {
 	reqs := new(testenv.Requests)
 	cfg, admin, ns := asUser(t, "cluster-locker", reqs, testenv.ReadRole(t, rbacRole))
 	leaks := goleak.IgnoreCurrent()
-	mgr, start := newManager(t, cfg)
+	mgr, start := testenv.NewManager(t, cfg)
 	l, err := withlock.NewForCluster(mgr, ns, withlock.WithResourceLockerOptions(resourcelock.WithRetryTimeout(time.Minute)))
 	if err != nil {
 		t.Fatalf("NewForCluster: %v", err)
@@ -224,7 +196,7 @@ func counterAsUser(t *testing.T, user string, reqs *testenv.Requests) (manager.M
 	if err := admin.Create(t.Context(), &corev1.ConfigMap{ObjectMeta: meta, Data: map[string]string{"count": "1"}}); err != nil {
 		t.Fatal(err)
 	}
-	mgr, start := newManager(t, cfg)
+	mgr, start := testenv.NewManager(t, cfg)
 	start()
 	return mgr, admin, &corev1.ConfigMap{ObjectMeta: meta}
 }

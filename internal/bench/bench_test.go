@@ -27,14 +27,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	lerl "k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/leaselock/leaselock/internal/testenv"
 	"github.com/leaselock/leaselock/resourcelock"
@@ -256,7 +253,7 @@ var locks = map[string]func(b *testing.B, ns string, reqs *testenv.Requests) fun
 	// cannot watch. Each worker is a manager of its own, as a replica is.
 	"leaselock-mgr.GetClient()": func(b *testing.B, ns string, reqs *testenv.Requests) func() *worker {
 		return func() *worker {
-			mgr := startManager(b, testenv.CountedConfig(b, reqs))
+			mgr := testenv.StartManager(b, testenv.CountedConfig(b, reqs))
 			return leaselockWorker(testenv.CountedClient(b, reqs), resourcelock.NewResourceLocker(mgr.GetClient(), ns,
 				resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil)))
 		}
@@ -265,7 +262,7 @@ var locks = map[string]func(b *testing.B, ns string, reqs *testenv.Requests) fun
 	// whose Leases go through an uncached client of its own that watches.
 	"leaselock-NewForCluster": func(b *testing.B, ns string, reqs *testenv.Requests) func() *worker {
 		return func() *worker {
-			mgr := startManager(b, testenv.CountedConfig(b, reqs))
+			mgr := testenv.StartManager(b, testenv.CountedConfig(b, reqs))
 			l, err := withlock.NewForCluster(mgr, ns, withlock.WithLeftoverRemoval(-1), withlock.WithLogger(logr.Discard()),
 				withlock.WithResourceLockerOptions(resourcelock.WithRetryTimeout(time.Minute), resourcelock.WithMetrics(nil)))
 			if err != nil {
@@ -284,32 +281,6 @@ var locks = map[string]func(b *testing.B, ns string, reqs *testenv.Requests) fun
 			return &worker{c: c, cs: cs, withLock: electLock(ns, cs)}
 		}
 	},
-}
-
-// startManager starts a manager on cfg, with no metrics or probe server,
-// and returns it once its cache runs; b's cleanup stops it.
-func startManager(b *testing.B, cfg *rest.Config) manager.Manager {
-	mgr, err := manager.New(cfg, manager.Options{
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Logger:                 logr.Discard(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("manager: %v", err)
-		}
-	})
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		b.Fatal("the manager's cache did not start")
-	}
-	return mgr
 }
 
 // leaselockWorker is a worker that runs withlock around rl. Like rl, its
