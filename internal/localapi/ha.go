@@ -132,7 +132,8 @@ func (h *HA) startMembers(etcd string, n int) error {
 }
 
 // startServers starts the first API server, which makes the certificates
-// and the admin user, then the others together with the same ones.
+// and the admin user, then the others with the same ones, one after
+// another: they share envtest's authenticator, which a start configures.
 func (h *HA) startServers(path string, n int) error {
 	certs := filepath.Join(h.Dir, "certs")
 	if err := os.Mkdir(certs, 0o700); err != nil {
@@ -163,13 +164,13 @@ func (h *HA) startServers(path string, n int) error {
 	if err != nil {
 		return err
 	}
-	for _, s := range h.Servers[1:] {
+	for i, s := range h.Servers[1:] {
 		// The certificates exist: envtest keeps them, and uses the first
 		// server's client CA.
 		s.api.SecureServing.Authn = first.api.SecureServing.Authn
-	}
-	if err := together(n-1, func(i int) error { return h.Servers[i+1].Restart() }); err != nil {
-		return err
+		if err := s.Restart(); err != nil {
+			return fmt.Errorf("kube-apiserver %d: %w", i+1, err)
+		}
 	}
 	for _, s := range h.Servers {
 		s.Config = rest.CopyConfig(admin)
@@ -275,7 +276,9 @@ func (h *HA) Leader() (*Member, error) {
 }
 
 // Restart starts the API server, killed or never started, on its port with
-// the certificates of the control plane, and returns once it is ready.
+// the certificates of the control plane, and returns once it is ready. The
+// servers share envtest's authenticator, which a start configures: start
+// one at a time.
 func (s *APIServer) Restart() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

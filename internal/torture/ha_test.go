@@ -72,6 +72,11 @@ func TestTortureHA(t *testing.T) {
 	members := envInt(t, haMembersEnv, 3)
 	servers := envInt(t, haServersEnv, 2)
 	rounds := envInt(t, haRoundsEnv, 1)
+	if servers < 2 {
+		// With one server, its kill and its pause stop every worker, and
+		// the bound on a free lock would have to include the restart.
+		t.Fatalf("%s=%d: an HA run needs at least 2 API servers", haServersEnv, servers)
+	}
 	procs := max(envInt(t, procsEnv, 3), servers)
 	goroutines := envInt(t, goroutinesEnv, 3)
 	began := time.Now()
@@ -388,6 +393,10 @@ func (run *haRun) checkGaps(recs []record, locks []string) {
 		slices.SortFunc(sections, func(a, b record) int { return cmp.Compare(a.Start, b.Start) })
 		var lastEnd int64
 		for i, r := range sections {
+			if i > 0 && r.Proc%len(run.proxies) != sections[i-1].Proc%len(run.proxies) {
+				run.figs.crossHandoffs++
+			}
+			run.figs.handoffs += min(i, 1)
 			if gap := time.Duration(r.Start - lastEnd); i > 0 && gap > 0 {
 				run.figs.maxGap = max(run.figs.maxGap, gap)
 				if gap > bound {
@@ -445,9 +454,14 @@ type haSummary struct {
 	serverDown                         []time.Duration
 	pauses                             int
 	doErrors                           int
-	maxGap                             time.Duration
-	leaked                             int
-	startup, wall                      []time.Duration
+	// handoffs counts the passes of a lock from one critical section to
+	// the next, crossHandoffs those between workers of two API servers:
+	// the next holder watched or polled through another server than the
+	// one its predecessor's release went through.
+	handoffs, crossHandoffs int
+	maxGap                  time.Duration
+	leaked                  int
+	startup, wall           []time.Duration
 }
 
 func newHASummary() haSummary { return haSummary{net: map[string]int{}} }
@@ -475,6 +489,8 @@ func (h *haSummary) merge(o haSummary) {
 	h.serverDown = append(h.serverDown, o.serverDown...)
 	h.pauses += o.pauses
 	h.doErrors += o.doErrors
+	h.handoffs += o.handoffs
+	h.crossHandoffs += o.crossHandoffs
 	h.maxGap = max(h.maxGap, o.maxGap)
 	h.leaked += o.leaked
 	h.startup = append(h.startup, o.startup...)
@@ -503,6 +519,7 @@ func (h *haSummary) table() string {
 		fmt.Sprintf("%d, %d, %d", h.midAcquire, h.midSection, h.midRelease))
 	row("killed API server ready again after (max)", durList(h.serverDown))
 	row("API server pauses (SIGSTOP for "+haPause.String()+")", fmt.Sprint(h.pauses))
+	row("handoffs between workers of two API servers", fmt.Sprintf("%d of %d", h.crossHandoffs, h.handoffs))
 	row("withlock calls that returned an error", fmt.Sprint(h.doErrors))
 	row(fmt.Sprintf("longest a lock stood free between holders (bound %v)", haLease+haRetry+haGapSlack), h.maxGap.Round(time.Millisecond).String())
 	row("overlaps found (must be 0)", fmt.Sprint(h.histories.overlaps))
