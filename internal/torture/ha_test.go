@@ -41,7 +41,7 @@ const (
 	haMemberDown = 2 * time.Second
 	haServerDown = time.Second
 	// haNetGap is the mean time between two network faults.
-	haNetGap = time.Second
+	haNetGap = 300 * time.Millisecond
 	// haSteps is how many increments the workers write after each fault
 	// before the next, and haStepTimeout how long they are given for them.
 	haSteps       = 10
