@@ -241,6 +241,20 @@ func (m *Member) Kill() error {
 // once it is healthy: it has rejoined the cluster.
 func (m *Member) Restart() error { return m.start("existing") }
 
+// Pause stops the member with SIGSTOP: its connections stay open and
+// answer nothing, so an API server's requests and watches that it carries
+// wait. Resume lets it go on.
+func (m *Member) Pause() error { return m.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused member (SIGCONT).
+func (m *Member) Resume() error { return m.signal(syscall.SIGCONT) }
+
+func (m *Member) signal(sig syscall.Signal) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return signal(m.pid, sig)
+}
+
 // IsLeader reports whether the member is its cluster's leader now, as its
 // metrics tell it.
 func (m *Member) IsLeader() (bool, error) {
@@ -313,10 +327,15 @@ func (s *APIServer) Resume() error { return s.signal(syscall.SIGCONT) }
 func (s *APIServer) signal(sig syscall.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.pid == 0 {
-		return errors.New("localapi: the API server is not running")
+	return signal(s.pid, sig)
+}
+
+// signal sends sig to process pid, 0 while it is killed.
+func signal(pid int, sig syscall.Signal) error {
+	if pid == 0 {
+		return errors.New("localapi: the process is not running")
 	}
-	return syscall.Kill(s.pid, sig)
+	return syscall.Kill(pid, sig)
 }
 
 // Stop kills every process of the control plane and removes Dir. A

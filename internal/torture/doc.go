@@ -23,7 +23,8 @@
 //     own (localapi.StartHA): several etcd members and kube-apiservers,
 //     workers spread over the API servers, each through a TCP proxy in
 //     front of its own. The etcd leader is killed with SIGKILL and
-//     restarted, an API server is killed as a release of one of its
+//     restarted, an etcd follower is paused with SIGSTOP, an API server is
+//     killed as a release of one of its
 //     workers is on its way and restarted, another is paused with SIGSTOP,
 //     and the proxies delay, drop and cut connections and lose responses
 //     all along. Besides the checks of the contention test, no lock may
@@ -39,7 +40,7 @@
 // LEASELOCK_TORTURE_FAULT_RATE (0.1), LEASELOCK_TORTURE_CRASHES (1),
 // LEASELOCK_TORTURE_RESTARTS (1), and for TestTortureHA
 // LEASELOCK_TORTURE_HA_MEMBERS (3 etcd members), LEASELOCK_TORTURE_HA_SERVERS
-// (2 API servers) and LEASELOCK_TORTURE_HA_ROUNDS (1 round of the three
+// (2 API servers) and LEASELOCK_TORTURE_HA_ROUNDS (1 round of the four
 // process faults). At the end the suite prints the tables that
 // docs/reliability.md shows.
 //

@@ -40,6 +40,11 @@ const (
 	// and a killed API server stay down before they start again.
 	haMemberDown = 2 * time.Second
 	haServerDown = time.Second
+	// haMemberPause is how long a paused etcd follower stays stopped: the
+	// API servers' requests and watches that it carries wait, so a
+	// server's watch cache can fall behind while the server answers
+	// through the other members.
+	haMemberPause = 3 * time.Second
 	// haNetGap is the mean time between two network faults.
 	haNetGap = 300 * time.Millisecond
 	// haSteps is how many increments the workers write after each fault
@@ -56,7 +61,8 @@ const (
 // several etcd members and kube-apiservers, each worker through a proxy in
 // front of its own API server, as a replica behind a load balancer, while
 // the test kills the etcd leader (SIGKILL, then a restart on its data),
-// kills an API server just as a release of one of its workers is on its
+// pauses an etcd follower (SIGSTOP, SIGCONT: the requests and watches of
+// the API servers that it carries wait), kills an API server just as a release of one of its workers is on its
 // way (SIGKILL, then a restart), pauses an API server (SIGSTOP, SIGCONT),
 // and injects network faults into the proxies all along: delays, drops,
 // connections cut, responses lost after the request reached the server.
@@ -98,6 +104,8 @@ func TestTortureHA(t *testing.T) {
 	for r := range rounds {
 		run.step("the etcd leader's kill")
 		run.killLeader()
+		run.step("an etcd follower's pause")
+		run.pauseFollower()
 		run.step("an API server's kill")
 		run.killServer(r % servers)
 		run.step("an API server's pause")
@@ -246,6 +254,31 @@ func (run *haRun) killLeader() {
 	run.figs.leaderKills++
 	run.figs.elections = append(run.figs.elections, elected)
 	run.figs.memberDown = append(run.figs.memberDown, down)
+	run.lastFault = time.Now()
+}
+
+// pauseFollower stops an etcd member that does not lead (any member of a
+// cluster of one) with SIGSTOP for haMemberPause.
+func (run *haRun) pauseFollower() {
+	t := run.t
+	t.Helper()
+	leader := run.awaitLeader(nil)
+	m := run.ha.Members[0]
+	for _, o := range run.ha.Members {
+		if o != leader {
+			m = o
+			break
+		}
+	}
+	if err := m.Pause(); err != nil {
+		t.Fatalf("pause etcd member %s: %v", m.Name, err)
+	}
+	time.Sleep(haMemberPause)
+	if err := m.Resume(); err != nil {
+		t.Fatalf("resume etcd member %s: %v", m.Name, err)
+	}
+	t.Logf("etcd member %s (not the leader) paused for %v", m.Name, haMemberPause)
+	run.figs.memberPauses++
 	run.lastFault = time.Now()
 }
 
@@ -440,14 +473,15 @@ func (run *haRun) countCaught(recs []record) {
 
 // haSummary holds the figures of TestTortureHA, for the second table.
 type haSummary struct {
-	runs        int
-	shape       string
-	histories   histories
-	net         map[string]int
-	leaderKills int
-	elections   []time.Duration // from a leader's kill to a new leader
-	memberDown  []time.Duration // from a leader's kill to its restart, healthy
-	serverKills int
+	runs         int
+	shape        string
+	histories    histories
+	net          map[string]int
+	leaderKills  int
+	elections    []time.Duration // from a leader's kill to a new leader
+	memberDown   []time.Duration // from a leader's kill to its restart, healthy
+	memberPauses int
+	serverKills  int
 	// the withlock calls of a killed server's workers that its kill
 	// caught acquiring, in the critical section, and releasing
 	midAcquire, midSection, midRelease int
@@ -482,6 +516,7 @@ func (h *haSummary) merge(o haSummary) {
 	h.leaderKills += o.leaderKills
 	h.elections = append(h.elections, o.elections...)
 	h.memberDown = append(h.memberDown, o.memberDown...)
+	h.memberPauses += o.memberPauses
 	h.serverKills += o.serverKills
 	h.midAcquire += o.midAcquire
 	h.midSection += o.midSection
@@ -514,6 +549,7 @@ func (h *haSummary) table() string {
 	row("etcd leader kills (SIGKILL, restart after "+haMemberDown.String()+")", fmt.Sprint(h.leaderKills))
 	row("new etcd leader after a kill (max)", durList(h.elections))
 	row("killed member healthy again after (max)", durList(h.memberDown))
+	row("etcd follower pauses (SIGSTOP for "+haMemberPause.String()+")", fmt.Sprint(h.memberPauses))
 	row("API server kills (SIGKILL, restart after "+haServerDown.String()+")", fmt.Sprint(h.serverKills))
 	row("calls the kills caught: acquiring, in the critical section, releasing",
 		fmt.Sprintf("%d, %d, %d", h.midAcquire, h.midSection, h.midRelease))
