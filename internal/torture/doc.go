@@ -24,10 +24,9 @@
 //     workers spread over the API servers, each through a TCP proxy in
 //     front of its own. The etcd leader is killed with SIGKILL and
 //     restarted, an etcd follower is paused with SIGSTOP, an API server is
-//     killed as a release of one of its
-//     workers is on its way and restarted, another is paused with SIGSTOP,
-//     and the proxies delay, drop and cut connections and lose responses
-//     all along. Besides the checks of the contention test, no lock may
+//     killed as a release of one of its workers is on its way and
+//     restarted, another is paused with SIGSTOP, and the proxies delay,
+//     drop and cut connections and lose responses all along. Besides the checks of the contention test, no lock may
 //     stand free between two holders longer than the lease duration + the
 //     retry interval + 4s, and every goroutine must write again once the
 //     faults end.
