@@ -246,6 +246,14 @@ type netFaults struct {
 	stopped chan struct{}
 	done    chan struct{}
 	counts  map[string]int // written by run, read after done
+	events  []netEvent     // likewise
+}
+
+// netEvent is one network fault: when it began, its kind, and the proxy.
+type netEvent struct {
+	at    time.Time
+	kind  string
+	proxy int
 }
 
 func startNetFaults(proxies []*proxy, gap time.Duration) *netFaults {
@@ -262,9 +270,11 @@ func (f *netFaults) run() {
 			return
 		case <-time.After(time.Duration(rand.Int64N(int64(2 * f.gap)))):
 		}
-		p := f.proxies[rand.IntN(len(f.proxies))]
+		i := rand.IntN(len(f.proxies))
+		p := f.proxies[i]
 		kind := allNetFaults[rand.IntN(len(allNetFaults))]
 		f.counts[kind]++
+		f.events = append(f.events, netEvent{at: time.Now(), kind: kind, proxy: i})
 		switch kind {
 		case netDelay:
 			p.delay(time.Duration(50+rand.IntN(250))*time.Millisecond, time.Second)
