@@ -3,6 +3,7 @@ package torture_test
 import (
 	"cmp"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strings"
@@ -261,17 +262,16 @@ func (run *haRun) killLeader() {
 	run.lastFault = time.Now()
 }
 
-// pauseFollower stops an etcd member that does not lead (any member of a
-// cluster of one) with SIGSTOP for haMemberPause.
+// pauseFollower stops an etcd member that does not lead, picked at random
+// (the one member of a cluster of one), with SIGSTOP for haMemberPause.
 func (run *haRun) pauseFollower() {
 	t := run.t
 	t.Helper()
 	leader := run.awaitLeader(nil)
-	m := run.ha.Members[0]
-	for _, o := range run.ha.Members {
-		if o != leader {
-			m = o
-			break
+	m := leader
+	if len(run.ha.Members) > 1 {
+		for m == leader {
+			m = run.ha.Members[rand.IntN(len(run.ha.Members))]
 		}
 	}
 	at := time.Now()
