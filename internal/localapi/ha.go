@@ -10,7 +10,6 @@ package localapi
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +45,8 @@ type HA struct {
 	Dir string
 }
 
-// Member is one etcd member of an HA control plane.
+// Member is one etcd member of an HA control plane. Kill, Pause and
+// Resume (of proc) signal it.
 type Member struct {
 	Name      string
 	ClientURL *url.URL
@@ -54,12 +55,12 @@ type Member struct {
 	path, dataDir, cluster string
 	log                    *os.File
 
-	mu   sync.Mutex // guards etcd and pid
+	proc // its mu guards etcd too
 	etcd *envtest.Etcd
-	pid  int // 0 while it is killed
 }
 
-// APIServer is one kube-apiserver of an HA control plane.
+// APIServer is one kube-apiserver of an HA control plane. Kill, Pause and
+// Resume (of proc) signal it.
 type APIServer struct {
 	// Config is for an admin user (group system:masters), without
 	// client-side rate limits. Every server of the HA control plane trusts
@@ -68,9 +69,15 @@ type APIServer struct {
 
 	log *os.File
 
-	mu  sync.Mutex // guards api and pid
-	api *envtest.APIServer
-	pid int // 0 while it is killed
+	proc // its mu guards api too
+	api  *envtest.APIServer
+}
+
+// proc is a process of the control plane, which envtest started and
+// waits for.
+type proc struct {
+	mu  sync.Mutex // guards pid, and the envtest process of the embedder
+	pid int        // 0 while it is killed
 }
 
 // StartHA starts an etcd cluster of members members and servers
@@ -228,32 +235,9 @@ func (m *Member) start(state string) error {
 	return nil
 }
 
-// Kill kills the member with SIGKILL and returns once it has exited.
-func (m *Member) Kill() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	err := kill(m.pid)
-	m.pid = 0
-	return err
-}
-
 // Restart starts a killed member again, on its data folder, and returns
 // once it is healthy: it has rejoined the cluster.
 func (m *Member) Restart() error { return m.start("existing") }
-
-// Pause stops the member with SIGSTOP: its connections stay open and
-// answer nothing, so an API server's requests and watches that it carries
-// wait. Resume lets it go on.
-func (m *Member) Pause() error { return m.signal(syscall.SIGSTOP) }
-
-// Resume continues a paused member (SIGCONT).
-func (m *Member) Resume() error { return m.signal(syscall.SIGCONT) }
-
-func (m *Member) signal(sig syscall.Signal) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return signal(m.pid, sig)
-}
 
 // IsLeader reports whether the member is its cluster's leader now, as its
 // metrics tell it.
@@ -307,35 +291,31 @@ func (s *APIServer) Restart() error {
 	return nil
 }
 
-// Kill kills the API server with SIGKILL, paused or not, and returns once
-// it has exited.
-func (s *APIServer) Kill() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := kill(s.pid)
-	s.pid = 0
+// Kill kills the process with SIGKILL, paused or not, and returns once it
+// has exited.
+func (p *proc) Kill() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := kill(p.pid)
+	p.pid = 0
 	return err
 }
 
-// Pause stops the API server with SIGSTOP: its connections stay open and
-// answer nothing, its watches send nothing. Resume lets it go on.
-func (s *APIServer) Pause() error { return s.signal(syscall.SIGSTOP) }
+// Pause stops the process with SIGSTOP: its connections stay open and
+// answer nothing, its watches send nothing, and the requests of an API
+// server that an etcd member carries wait. Resume lets it go on.
+func (p *proc) Pause() error { return p.signal(syscall.SIGSTOP) }
 
-// Resume continues a paused API server (SIGCONT).
-func (s *APIServer) Resume() error { return s.signal(syscall.SIGCONT) }
+// Resume continues a paused process (SIGCONT).
+func (p *proc) Resume() error { return p.signal(syscall.SIGCONT) }
 
-func (s *APIServer) signal(sig syscall.Signal) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return signal(s.pid, sig)
-}
-
-// signal sends sig to process pid, 0 while it is killed.
-func signal(pid int, sig syscall.Signal) error {
-	if pid == 0 {
+func (p *proc) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pid == 0 {
 		return errors.New("localapi: the process is not running")
 	}
-	return syscall.Kill(pid, sig)
+	return syscall.Kill(p.pid, sig)
 }
 
 // Stop kills every process of the control plane and removes Dir. A
@@ -369,34 +349,26 @@ func kill(pid int) error {
 	return fmt.Errorf("localapi: process %d still there a minute after SIGKILL", pid)
 }
 
-// childPID finds the process named name, a child of this one, whose
-// command line has the argument arg.
+// childPID finds the process named name, a child of this one (of any of
+// its threads), whose command line has the argument arg.
 func childPID(name, arg string) (int, error) {
-	self := strconv.Itoa(os.Getpid())
-	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	lists, err := filepath.Glob("/proc/self/task/*/children")
 	if err != nil {
 		return 0, err
 	}
-	for _, stat := range stats {
-		data, err := os.ReadFile(stat)
+	for _, list := range lists {
+		children, err := os.ReadFile(list)
 		if err != nil {
-			continue // it exited
+			continue // the thread exited
 		}
-		// pid (comm) state ppid ...
-		open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
-		if open < 0 || end < open || string(data[open+1:end]) != name {
-			continue
-		}
-		if fields := strings.Fields(string(data[end+1:])); len(fields) < 2 || fields[1] != self {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join(filepath.Dir(stat), "cmdline"))
-		if err != nil {
-			continue
-		}
-		for _, a := range bytes.Split(cmdline, []byte{0}) {
-			if string(a) == arg {
-				return strconv.Atoi(filepath.Base(filepath.Dir(stat)))
+		for _, pid := range strings.Fields(string(children)) {
+			comm, err := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+			if err != nil || strings.TrimSpace(string(comm)) != name {
+				continue
+			}
+			cmdline, err := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+			if err == nil && slices.Contains(strings.Split(string(cmdline), "\x00"), arg) {
+				return strconv.Atoi(pid)
 			}
 		}
 	}
