@@ -65,10 +65,11 @@ const (
 // front of its own API server, as a replica behind a load balancer, while
 // the test kills the etcd leader (SIGKILL, then a restart on its data),
 // pauses an etcd follower (SIGSTOP, SIGCONT: the requests and watches of
-// the API servers that it carries wait), kills an API server just as a release of one of its workers is on its
-// way (SIGKILL, then a restart), pauses an API server (SIGSTOP, SIGCONT),
-// and injects network faults into the proxies all along: delays, drops,
-// connections cut, responses lost after the request reached the server.
+// the API servers that it carries wait), kills an API server just as a
+// release of one of its workers is on its way (SIGKILL, then a restart),
+// pauses an API server (SIGSTOP, SIGCONT), and injects network faults into
+// the proxies all along: delays, drops, connections cut, responses lost
+// after the request reached the server.
 //
 // Passes when no two critical sections of a lock overlap, each lock's
 // history is linearizable, each counter equals the increments written

@@ -61,6 +61,7 @@ type workerConfig struct {
 	// UntilStopped makes the goroutines go on until the parent writes
 	// "stop" on stdin (or closes it), Ops being then only a cap: the
 	// workers of TestTortureHA contend for as long as its faults last.
+	// Not with Gate, which reads stdin too.
 	UntilStopped bool `json:"untilStopped"`
 	// Announce makes every critical section print a "leaving" record as
 	// it ends, before its release: the parent can kill a server while the
