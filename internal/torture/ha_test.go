@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -171,6 +173,9 @@ func startHARun(t *testing.T, members, servers int) *haRun {
 		t.Fatalf("start an HA control plane: %v", err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			logTails(t, ha.Dir)
+		}
 		if err := ha.Stop(); err != nil {
 			t.Errorf("stop the HA control plane: %v", err)
 		}
@@ -184,6 +189,20 @@ func startHARun(t *testing.T, members, servers int) *haRun {
 		run.proxies = append(run.proxies, startProxy(t, u.Host))
 	}
 	return run
+}
+
+// logTails logs the last lines of every process's log in dir, which Stop
+// removes.
+func logTails(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, l := range logs {
+		data, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		t.Logf("the last lines of %s:\n%s", filepath.Base(l), strings.Join(lines[max(len(lines)-15, 0):], "\n"))
+	}
 }
 
 // startWorkers starts procs workers of goroutines goroutines that contend
