@@ -166,9 +166,11 @@ bench-ab: envtest-bins ## make bench with every row of the library beside its tw
 	@rm -f $(BENCH_AB_FIGURES)
 	LEASELOCK_BENCH_FIGURES=$(BENCH_AB_FIGURES) $(GO) test -tags leaselock_before -timeout 2h -run '^$$' -bench . -count 1 ./internal/bench
 
-# The soak column of docs/reliability.md: the torture suite at a bigger size.
+# The soak column of docs/reliability.md: the torture suite at a bigger size,
+# the HA run on 5 etcd members and 3 API servers with 3 rounds of faults.
 TORTURE_ENV := LEASELOCK_TORTURE_PROCS=5 LEASELOCK_TORTURE_GOROUTINES=4 LEASELOCK_TORTURE_OPS=40 \
-	LEASELOCK_TORTURE_FAULT_RATE=0.25 LEASELOCK_TORTURE_CRASHES=3 LEASELOCK_TORTURE_RESTARTS=2
+	LEASELOCK_TORTURE_FAULT_RATE=0.25 LEASELOCK_TORTURE_CRASHES=3 LEASELOCK_TORTURE_RESTARTS=2 \
+	LEASELOCK_TORTURE_HA_MEMBERS=5 LEASELOCK_TORTURE_HA_SERVERS=3 LEASELOCK_TORTURE_HA_ROUNDS=3
 # A count, not a duration: with a duration, Go 1.26's fuzzing coordinator
 # can fail a target with "context deadline exceeded" as the time runs out
 # (Go issue 75804, fixed in Go 1.27). 50000 runs take about 20-40s here.

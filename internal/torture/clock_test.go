@@ -174,7 +174,7 @@ func testSkew(t *testing.T, holderOffset, waiterOffset time.Duration, opts []res
 	checkLeases(t, c, ns, nil)
 	figures.add(func(s *summary) {
 		s.skewCases++
-		s.overlaps += overlaps
+		s.histories.overlaps += overlaps
 	})
 }
 

@@ -19,14 +19,28 @@
 //     on a control plane of the test's own.
 //   - TestTortureClockSkew and TestTortureFarFutureRenewTime: lockers whose
 //     clocks run ahead or behind.
+//   - TestTortureHA: the lock on a highly available control plane of its
+//     own (localapi.StartHA): several etcd members and kube-apiservers,
+//     workers spread over the API servers, each through a TCP proxy in
+//     front of its own. The etcd leader is killed with SIGKILL and
+//     restarted, an etcd follower is paused with SIGSTOP, an API server is
+//     killed as a release of one of its workers is on its way and
+//     restarted, another is paused with SIGSTOP, and the proxies delay,
+//     drop and cut connections and lose responses all along. Besides the checks of the contention test, no lock may
+//     stand free between two holders longer than the lease duration + the
+//     retry interval + 4s, and every goroutine must write again once the
+//     faults end.
 //
 // Every test ends with no Lease of its own left in its namespace, and the
 // package checks for leaked goroutines. The size of the run is set by
 // environment variables, small by default so that CI finishes in minutes:
 // LEASELOCK_TORTURE_PROCS (3), LEASELOCK_TORTURE_GOROUTINES (3),
 // LEASELOCK_TORTURE_OPS (15 increments per goroutine),
-// LEASELOCK_TORTURE_FAULT_RATE (0.1), LEASELOCK_TORTURE_CRASHES (1) and
-// LEASELOCK_TORTURE_RESTARTS (1). At the end the suite prints the table that
+// LEASELOCK_TORTURE_FAULT_RATE (0.1), LEASELOCK_TORTURE_CRASHES (1),
+// LEASELOCK_TORTURE_RESTARTS (1), and for TestTortureHA
+// LEASELOCK_TORTURE_HA_MEMBERS (3 etcd members), LEASELOCK_TORTURE_HA_SERVERS
+// (2 API servers) and LEASELOCK_TORTURE_HA_ROUNDS (1 round of the four
+// process faults). At the end the suite prints the tables that
 // docs/reliability.md shows.
 //
 // What the suite cannot show: it runs every process on one machine, so the

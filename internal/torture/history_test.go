@@ -102,11 +102,41 @@ func readCounter(t *testing.T, c client.Client, ns, lock string) (n int, call, r
 	return n, call, ret
 }
 
-// checkLock checks the history of one lock: the records of its critical
-// sections (End set for those the parent killed) and the count at the end.
-// It reports the figures and fails t for an overlap, a history that is not
-// linearizable, or a count that is not the number of increments written.
+// checkLock checks the history of one lock (see checkHistory) and adds
+// its figures to the table.
 func checkLock(t *testing.T, c client.Client, ns, lock string, recs []record, perProc int) {
+	t.Helper()
+	h := checkHistory(t, c, ns, lock, recs, perProc)
+	figures.add(func(s *summary) { s.histories.add(h) })
+}
+
+// history is what checkHistory found in the history of one lock.
+type history struct {
+	ops          int // critical sections checked
+	linearizable bool
+	overlaps     int
+}
+
+// histories adds up the histories of a run.
+type histories struct {
+	ops, count, linearOK, overlaps int
+}
+
+func (hs *histories) add(h history) {
+	hs.ops += h.ops
+	hs.count++
+	if h.linearizable {
+		hs.linearOK++
+	}
+	hs.overlaps += h.overlaps
+}
+
+// checkHistory checks the history of one lock: the records of its critical
+// sections (End set for those the parent killed) and the count at the end.
+// It fails t for an overlap, a history that is not linearizable, or a
+// count that is not the number of increments written, and returns what it
+// found.
+func checkHistory(t *testing.T, c client.Client, ns, lock string, recs []record, perProc int) history {
 	t.Helper()
 	var sections []record
 	for _, r := range recs {
@@ -181,14 +211,7 @@ func checkLock(t *testing.T, c client.Client, ns, lock string, recs []record, pe
 	}
 	t.Logf("lock %s: %d critical sections, %d increments written (%d without answer), count %d, linearizable: %s, overlaps: %d",
 		lock, len(sections), wrote, maybe, final, res, overlaps)
-	figures.add(func(s *summary) {
-		s.ops += checked
-		s.histories++
-		if res == porcupine.Ok {
-			s.linearOK++
-		}
-		s.overlaps += overlaps
-	})
+	return history{ops: checked, linearizable: res == porcupine.Ok, overlaps: overlaps}
 }
 
 func stamp(ns int64) string { return time.Unix(0, ns).Format("15:04:05.000000") }
@@ -207,16 +230,26 @@ func getLease(t *testing.T, c client.Client, ns, name string) *coordinationv1.Le
 	return lease
 }
 
-// checkLeases lists the Leases left in ns, deletes those that allowed
+// checkLeases checks the Leases left in ns (see countLeases) and adds the
+// counts to the table.
+func checkLeases(t *testing.T, c client.Client, ns string, allowed func(*coordinationv1.Lease) bool) {
+	t.Helper()
+	leaked, crashed := countLeases(t, c, ns, allowed)
+	figures.add(func(s *summary) {
+		s.leaked += leaked
+		s.crashLeft += crashed
+	})
+}
+
+// countLeases lists the Leases left in ns, deletes those that allowed
 // accepts (a crashed holder's), and fails t for the rest. testenv.Namespace
 // checks the same at cleanup; this counts them for the table.
-func checkLeases(t *testing.T, c client.Client, ns string, allowed func(*coordinationv1.Lease) bool) {
+func countLeases(t *testing.T, c client.Client, ns string, allowed func(*coordinationv1.Lease) bool) (leaked, crashed int) {
 	t.Helper()
 	var list coordinationv1.LeaseList
 	if err := c.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 		t.Fatalf("list Leases: %v", err)
 	}
-	leaked, crashed := 0, 0
 	for i := range list.Items {
 		l := &list.Items[i]
 		if allowed != nil && allowed(l) {
@@ -229,10 +262,7 @@ func checkLeases(t *testing.T, c client.Client, ns string, allowed func(*coordin
 		leaked++
 		t.Errorf("Lease %s left behind, held by %q", l.Name, ptr.Deref(l.Spec.HolderIdentity, ""))
 	}
-	figures.add(func(s *summary) {
-		s.leaked += leaked
-		s.crashLeft += crashed
-	})
+	return leaked, crashed
 }
 
 // checkDone checks that every worker that was not killed wrote its share of

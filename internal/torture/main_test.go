@@ -71,10 +71,8 @@ var figures = &summary{faults: map[string]int{}}
 
 type summary struct {
 	mu          sync.Mutex
-	shape       string // processes x goroutines x increments of the contention test
-	ops         int    // critical sections in histories that were checked
-	histories   int
-	linearOK    int
+	shape       string    // processes x goroutines x increments of the contention test
+	histories   histories // of every test but TestTortureHA
 	faults      map[string]int
 	crashes     int
 	takeovers   []time.Duration // from SIGKILL to the next holder's acquisition
@@ -83,9 +81,9 @@ type summary struct {
 	downtime    []time.Duration
 	doErrors    int // withlock calls that returned an error (faults, restarts)
 	skewCases   int
-	overlaps    int
 	leaked      int
-	crashLeft   int // Leases of crashed holders deleted at the end: allowed
+	ha          haSummary // TestTortureHA's, a table of its own
+	crashLeft   int       // Leases of crashed holders deleted at the end: allowed
 }
 
 func (s *summary) add(f func(s *summary)) {
@@ -97,8 +95,8 @@ func (s *summary) add(f func(s *summary)) {
 func (s *summary) table() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.histories == 0 && s.skewCases == 0 {
-		return ""
+	if s.histories.count == 0 && s.skewCases == 0 {
+		return s.ha.table()
 	}
 	var b strings.Builder
 	row := func(k, v string) { fmt.Fprintf(&b, "| %s | %s |\n", k, v) }
@@ -106,8 +104,8 @@ func (s *summary) table() string {
 	row("figure", "value")
 	row("---", "---")
 	row("processes x goroutines x increments", orDash(s.shape))
-	row("operations checked", strconv.Itoa(s.ops))
-	row("histories checked linearizable", fmt.Sprintf("%d of %d", s.linearOK, s.histories))
+	row("operations checked", strconv.Itoa(s.histories.ops))
+	row("histories checked linearizable", fmt.Sprintf("%d of %d", s.histories.linearOK, s.histories.count))
 	row("faults injected by kind", faultList(s.faults))
 	row("withlock calls that returned an error", strconv.Itoa(s.doErrors))
 	row("crashes (SIGKILL in the critical section)", strconv.Itoa(s.crashes))
@@ -115,10 +113,10 @@ func (s *summary) table() string {
 	row("takeover after the Lease expired (max)", durList(s.afterExpiry))
 	row("API server restarts survived", fmt.Sprintf("%d (down %s)", s.restarts, durList(s.downtime)))
 	row("clock skew cases", strconv.Itoa(s.skewCases))
-	row("overlaps found (must be 0)", strconv.Itoa(s.overlaps))
+	row("overlaps found (must be 0)", strconv.Itoa(s.histories.overlaps))
 	row("Leases leaked (must be 0)", strconv.Itoa(s.leaked))
 	row("Leases of crashed holders deleted at the end", strconv.Itoa(s.crashLeft))
-	return b.String()
+	return b.String() + s.ha.table()
 }
 
 func orDash(s string) string {
@@ -130,10 +128,14 @@ func orDash(s string) string {
 
 // faultList lists the faults injected, every kind, in the order of
 // allFaults: a kind never injected shows as 0.
-func faultList(m map[string]int) string {
+func faultList(m map[string]int) string { return kindList(m, allFaults) }
+
+// kindList lists the counts of m in the order of kinds, each kind, with
+// their total first.
+func kindList(m map[string]int, kinds []string) string {
 	total := 0
 	var parts []string
-	for _, k := range allFaults {
+	for _, k := range kinds {
 		total += m[k]
 		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
 	}

@@ -46,6 +46,10 @@ type workers struct {
 	mu      sync.Mutex
 	records []record
 	procs   []*worker
+	// onRecord, when set before the first start, sees every record as it
+	// arrives, for a parent that must act at once (TestTortureHA's kill
+	// of a server while a release is on its way).
+	onRecord func(record)
 }
 
 // worker is one worker process.
@@ -128,6 +132,9 @@ func (ws *workers) start(cfg workerConfig) *worker {
 			ws.mu.Lock()
 			ws.records = append(ws.records, r)
 			ws.mu.Unlock()
+			if ws.onRecord != nil {
+				ws.onRecord(r)
+			}
 		}
 		// Read to the end first: Wait closes the pipe.
 		io.Copy(io.Discard, stdout)
@@ -164,6 +171,15 @@ func (w *worker) kill(t *testing.T) time.Time {
 	}
 	<-w.exited
 	return at
+}
+
+// stop tells the workers started with UntilStopped to stop once their
+// withlock calls in flight return, and closes their stdin.
+func (ws *workers) stop() {
+	for _, w := range ws.procs {
+		io.WriteString(w.stdin, "stop\n")
+		w.stdin.Close()
+	}
 }
 
 // snapshot returns a copy of the records so far.

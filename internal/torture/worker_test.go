@@ -58,6 +58,15 @@ type workerConfig struct {
 	// Gate makes the worker wait for a line on stdin before its first
 	// acquire.
 	Gate bool `json:"gate"`
+	// UntilStopped makes the goroutines go on until the parent writes
+	// "stop" on stdin (or closes it), Ops being then only a cap: the
+	// workers of TestTortureHA contend for as long as its faults last.
+	// Not with Gate, which reads stdin too.
+	UntilStopped bool `json:"untilStopped"`
+	// Announce makes every critical section print a "leaving" record as
+	// it ends, before its release: the parent can kill a server while the
+	// release is on its way.
+	Announce bool `json:"announce"`
 	// Timeout bounds the worker's run; the parent sets it.
 	Timeout time.Duration `json:"timeout"`
 }
@@ -73,7 +82,8 @@ const (
 type record struct {
 	// Kind is "ready" (client built), "op" (one withlock call), "holding"
 	// (a critical section that will not end: the process is about to be
-	// killed) or "done" (the worker's totals).
+	// killed), "leaving" (a critical section ended, its release follows;
+	// see Announce) or "done" (the worker's totals).
 	Kind string `json:"kind"`
 	Proc int    `json:"proc"`
 	G    int    `json:"g"`
@@ -84,6 +94,11 @@ type record struct {
 	// the kill.
 	Start int64 `json:"start,omitempty"`
 	End   int64 `json:"end,omitempty"`
+	// Called and Returned are the wall times at which the withlock call
+	// began and returned: from Called to Start it acquired, from End to
+	// Returned it released.
+	Called   int64 `json:"called,omitempty"`
+	Returned int64 `json:"returned,omitempty"`
 	// ReadOK and Read: the counter value fn read.
 	ReadOK bool `json:"readOK,omitempty"`
 	Read   int  `json:"read,omitempty"`
@@ -171,6 +186,7 @@ func runWorker(cfg workerConfig) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
+	stopped, readerDone := stopSignal(cfg.UntilStopped)
 	var (
 		mu    sync.Mutex
 		total = record{Kind: "done", Proc: cfg.Proc}
@@ -182,7 +198,7 @@ func runWorker(cfg workerConfig) error {
 			// A withlock call may fail (a fault, the server down); the
 			// goroutine tries again until it has written its share, within
 			// a bound that a healthy run never reaches.
-			for attempt := 0; wrote < cfg.Ops && attempt < 20*cfg.Ops && ctx.Err() == nil; attempt++ {
+			for attempt := 0; wrote < cfg.Ops && attempt < 20*cfg.Ops && ctx.Err() == nil && !isClosed(stopped); attempt++ {
 				lock := cfg.Locks[(cfg.Proc+g+attempt)%len(cfg.Locks)]
 				r := increment(ctx, locker, base, cfg, g, lock, cfg.Hold && g == 0 && attempt == 0)
 				emit(r)
@@ -203,6 +219,7 @@ func runWorker(cfg workerConfig) error {
 	wg.Wait()
 	total.Faults = f.snapshot()
 	emit(total)
+	<-readerDone // the parent closes stdin after its stop
 
 	// Leave no goroutine behind for goleak: the locker's watches close a
 	// WatchLinger after their last waiter, and idle connections on demand.
@@ -211,13 +228,44 @@ func runWorker(cfg workerConfig) error {
 	return nil
 }
 
+// stopSignal returns a channel closed when the parent writes "stop" on
+// stdin or closes it, and one closed when the goroutine that reads stdin has
+// returned, which goleak would otherwise find. Without untilStopped
+// neither reads stdin, and stopped is never closed.
+func stopSignal(untilStopped bool) (stopped, done <-chan struct{}) {
+	stop, finished := make(chan struct{}), make(chan struct{})
+	if !untilStopped {
+		close(finished)
+		return stop, finished
+	}
+	go func() {
+		defer close(finished)
+		defer close(stop)
+		for sc := bufio.NewScanner(os.Stdin); sc.Scan() && sc.Text() != "stop"; {
+		}
+	}()
+	return stop, finished
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 // increment runs one critical section: under the lock, read the counter of
 // lock and write it plus one. The write carries no resourceVersion, as a
 // careless replica writes: were two holders ever to overlap, an increment
 // would be lost, and the history would show it.
 func increment(ctx context.Context, locker *withlock.Locker, c client.Client, cfg workerConfig, g int, lock string, hold bool) record {
-	r := record{Kind: "op", Proc: cfg.Proc, G: g, Lock: lock}
+	r := record{Kind: "op", Proc: cfg.Proc, G: g, Lock: lock, Called: time.Now().UnixNano()}
 	err := locker.WithLock(ctx, lock, func(ctx context.Context) error {
+		if cfg.Announce {
+			defer func() { emit(record{Kind: "leaving", Proc: cfg.Proc, G: g, Lock: lock, End: r.End}) }()
+		}
 		r.Start = time.Now().UnixNano()
 		var cm corev1.ConfigMap
 		if err := c.Get(ctx, client.ObjectKey{Namespace: cfg.Namespace, Name: counterName(lock)}, &cm); err != nil {
@@ -244,6 +292,7 @@ func increment(ctx context.Context, locker *withlock.Locker, c client.Client, cf
 		}
 		return err
 	})
+	r.Returned = time.Now().UnixNano()
 	if err != nil {
 		r.Err = err.Error()
 	}
