@@ -185,8 +185,8 @@ func counterSum(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 	return total
 }
 
-// TestNestedLockLostIsTheOuters runs a WithLock inside another, and lets
-// the outer lock's lease pass while the inner one's has seconds to go. The
+// TestNestedLockLostIsTheOuters runs a WithLock inside another, without
+// renewal, and lets the outer lock's lease pass while the inner one's has seconds to go. The
 // inner fn's ctx ends, since the outer's does, but the inner lock was not
 // lost: only the outer call reports ErrLockLost, and the metric counts the
 // outer lock alone.
@@ -196,7 +196,7 @@ func TestNestedLockLostIsTheOuters(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
 		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg), resourcelock.WithLockNameLabel())
-	l := withlock.New(rl)
+	l := withlock.New(rl, withlock.WithoutRenewal())
 
 	var innerErr error
 	outerErr := l.WithLock(t.Context(), "outer", func(ctx context.Context) error {
