@@ -18,7 +18,8 @@ var (
 
 // Close ends the calls waiting in AcquireLock with ErrClosed, makes every
 // later WithLock and Update through l return ErrClosed before any request,
-// and stops the removal of leftover Leases, waiting for it to end.
+// and stops the removal of leftover Leases and the check of the server's
+// release, waiting for them to end.
 // When NewForCluster or NewForConfig built l's ResourceLocker, Close closes
 // it too, which ends its watches.
 //
