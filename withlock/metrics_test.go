@@ -39,7 +39,7 @@ func TestLockLostIsCountedAndLogged(t *testing.T) {
 
 	outliveLease(t, ctx, l, clk, "slow")
 	want := `
-# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lock: its lease could have expired, or a renewal found it taken.
 # TYPE leaselock_locks_lost_total counter
 leaselock_locks_lost_total 1
 `
@@ -70,7 +70,7 @@ func TestLockLostFollowsTheRegisterersLabel(t *testing.T) {
 
 	outliveLease(t, context.Background(), l, clk, "slow")
 	want := `
-# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lock: its lease could have expired, or a renewal found it taken.
 # TYPE leaselock_locks_lost_total counter
 leaselock_locks_lost_total{lock="slow"} 1
 `
@@ -218,7 +218,7 @@ func TestNestedLockLostIsTheOuters(t *testing.T) {
 		t.Errorf("outer WithLock: got %v, want ErrLockLost", outerErr)
 	}
 	want := `
-# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lock: its lease could have expired, or a renewal found it taken.
 # TYPE leaselock_locks_lost_total counter
 leaselock_locks_lost_total{lock="outer"} 1
 `

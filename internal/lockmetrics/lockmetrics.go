@@ -92,7 +92,7 @@ func For(reg prometheus.Registerer, byName bool) *Set {
 		}, lock),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaselock_locks_lost_total",
-			Help: "Functions run by withlock that outlived their lease.",
+			Help: "Functions run by withlock that outlived their lock: its lease could have expired, or a renewal found it taken.",
 		}, lock),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaselock_renewals_total",
@@ -175,7 +175,9 @@ func (s *Set) ReleaseTakenOver(name string) {
 	s.stolen.WithLabelValues(s.labels(name)...).Inc()
 }
 
-// Lost counts a withlock function that outlived its lease.
+// Lost counts a withlock function that outlived its lock: its lease could
+// have expired, or a renewal found it taken. withlock counts renewals
+// through Renewal, which resourcelock's Renew records, never here.
 func (s *Set) Lost(name string) {
 	if s == nil {
 		return
