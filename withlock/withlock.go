@@ -122,8 +122,9 @@ func Do(ctx context.Context, rl *resourcelock.ResourceLocker, name string, fn fu
 // behind then, unless the release of one that a cancelled write may have
 // created failed too: the error says so, and the Lease stays until it
 // expires. Otherwise it returns fn's error, joined with ErrLockLost if fn
-// ran past its lease less the safety margin (see WithSafetyMargin) or its
-// lock was taken by another holder, with ErrMaxHold if it ran for its
+// ran past its lease less the safety margin (see WithSafetyMargin), from
+// the lock's last acquire or renewal, or its lock was taken by another
+// holder, with ErrMaxHold if it ran for its
 // max hold (WithMaxHold), and with the release error if the release
 // failed; errors.Is and errors.As see each of them. If fn panics, the lock
 // is released and the panic goes on with its original value.
@@ -134,10 +135,11 @@ func Do(ctx context.Context, rl *resourcelock.ResourceLocker, name string, fn fu
 // ErrLockLost when the lease could have expired (renewals failed until its
 // lease less the margin, or renewal is off) or a renewal found another
 // holder; and with cause ErrMaxHold at the max hold. Pass it to every
-// request fn makes. Renewal stops when fn returns or panics, and not
-// before (neither when ctx ends nor when l is closed): the release then
-// runs on context.WithoutCancel(ctx) bounded by the release timeout, so it
-// happens even after ctx was cancelled, or l closed.
+// request fn makes. Renewal goes on until fn returns or panics (or the
+// lock is lost, or held for its max hold), even after ctx ended or l was
+// closed: the caller's ctx tells fn to stop, and the lock is held until it
+// does. The release then runs on context.WithoutCancel(ctx) bounded by the
+// release timeout, so it happens even after ctx was cancelled, or l closed.
 //
 // The ctx given to fn records the lock: a WithLock, Update or Do given that
 // ctx (or one derived from it) for the same namespace and name, through any
