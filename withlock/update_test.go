@@ -88,8 +88,10 @@ func TestUpdateRereadsAfterConflict(t *testing.T) {
 			return increment(cm)
 		})
 	})
-	// The lock's expiry timer is one waiter, the backoff after the Conflict
-	// the second. The backoff is at most a second.
+	// The lock's timer is one waiter, the backoff after the Conflict the
+	// second, once the write was sent (before, the read's bound is). The
+	// backoff is at most a second.
+	waitUntil(t, "the first write", func() bool { return f.calls.count("update", &corev1.ConfigMap{}) == 1 })
 	waitForWaiters(t, f.clock, 2, call.done)
 	f.clock.Step(time.Second)
 	// The Step took the backoff off the clock: a new one means that the
@@ -185,9 +187,10 @@ func TestUpdateFillsCallersObject(t *testing.T) {
 
 // TestUpdateStopsRetryingBeforeTheLeaseEnds meets a Conflict on every
 // write, from a writer that does not take the lock: Update gives up with
-// the Conflict before the lease less the margin (8s of a 10s lease), and
-// does not report the lock lost. The clock moves a second at a time, and
-// no retry starts within a second of the end, so no Step passes it.
+// the Conflict before the first lease less the margin (8s of a 10s lease),
+// although the lock is renewed meanwhile, and does not report the lock
+// lost. The clock moves a second at a time, and no retry starts within a
+// second of the end, so no Step passes it.
 func TestUpdateStopsRetryingBeforeTheLeaseEnds(t *testing.T) {
 	f := newFixture(t, interceptor.Funcs{
 		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
@@ -201,8 +204,8 @@ func TestUpdateStopsRetryingBeforeTheLeaseEnds(t *testing.T) {
 	call := inBackground(func() error {
 		return withlock.Update(t.Context(), l, f.c, named(), increment)
 	})
-	// The lock's expiry timer is one waiter, a backoff of at most a second
-	// the other: each Step ends the backoff.
+	// The lock's timer (its renewal, or its expiry) is one waiter, a
+	// backoff of at most a second the other: each Step ends the backoff.
 	for steps := 0; ; steps++ {
 		select {
 		case <-call.done:
@@ -226,6 +229,9 @@ func TestUpdateStopsRetryingBeforeTheLeaseEnds(t *testing.T) {
 	}
 	if elapsed := f.clock.Since(epoch); elapsed >= 8*time.Second {
 		t.Errorf("got Update returning %v after the lock, want before 8s", elapsed)
+	}
+	if got := f.renewals(); got == 0 {
+		t.Errorf("got no renewal, want the lock renewed while Update retried")
 	}
 	f.assertNoLease(t)
 }
@@ -897,7 +903,9 @@ func TestUpdateBoundsTheRead(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ctx, logged := captureLog(t.Context())
 	f := newFixture(t, interceptor.Funcs{}, counter("1"))
-	l := withlock.New(f.locker(resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg)))
+	// Without renewal, so that the clock has the two timers alone (with
+	// it, the read is bounded by the expiry as it stood when it began).
+	l := withlock.New(f.locker(resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg)), withlock.WithoutRenewal())
 	call := inBackground(func() error {
 		return withlock.Update(ctx, l, f.c, named(), increment, withlock.ReadFrom(unsyncedCache{f.base}))
 	})
