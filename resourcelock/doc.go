@@ -29,14 +29,20 @@
 // and resourceVersion it holds, so a slow replica can never delete a Lease that
 // another holder has taken over.
 //
+// Renew extends a held lock by a lease duration, with one Update and no
+// read; withlock renews in the background while its function runs. Token
+// gives the fencing token of a held lock: the resourceVersion of the write
+// that acquired or last renewed it, which grows with every acquisition of a
+// name, whoever makes it (CompareTokens).
+//
 // # What it does not promise
 //
-// There is no fencing token. A holder that is paused past its lease duration
-// (a long GC pause, a stalled node) can still write after another holder has
-// taken the lock over; nothing in the guarded object records which holder
-// wrote it. Keep the critical section far shorter than the lease duration, and
-// use the guarded object's own resourceVersion (an Update, not a blind Patch)
-// where a lost update would matter.
+// A holder that is paused past its lease duration (a long GC pause, a
+// stalled node) can still write after another holder has taken the lock
+// over: only a write that is checked can be refused. Use the guarded
+// object's own resourceVersion (an Update, not a blind Patch) where a lost
+// update would matter, and have a system outside the cluster check the
+// fencing token.
 //
 // # Requests
 //
