@@ -152,8 +152,11 @@ bench: envtest-bins ## Benchmarks against the local API server, medians of 5 run
 	@echo ">> chart written to docs/benchmarks.svg"
 
 # The commit that `make bench-ab` compares the work tree with, unless BEFORE
-# names another: the last one before issue 19 rebuilt resourcelock.
-BEFORE ?= cd551cf
+# names another: the last one before the bounded requests of issue 26 and
+# the renewal of issue 22 changed the acquire path. The copy must have the
+# API the twins are built with (internal/bench/before_test.go): a commit
+# from 2d53df7 on.
+BEFORE ?= 2d53df7
 BENCH_AB_FIGURES := $(BIN)/bench-ab-figures.json
 
 # hack/bench-before.sh copies the library as of BEFORE into
@@ -161,7 +164,7 @@ BENCH_AB_FIGURES := $(BIN)/bench-ab-figures.json
 # every row of the library. Twice the rows take longer than go test's
 # default timeout of 10 minutes.
 .PHONY: bench-ab
-bench-ab: envtest-bins ## make bench with every row of the library beside its twin built from commit BEFORE (default cd551cf), in one run; no chart.
+bench-ab: envtest-bins ## make bench with every row of the library beside its twin built from commit BEFORE (default 2d53df7), in one run; no chart.
 	GO=$(GO) hack/bench-before.sh $(BEFORE)
 	@rm -f $(BENCH_AB_FIGURES)
 	LEASELOCK_BENCH_FIGURES=$(BENCH_AB_FIGURES) $(GO) test -tags leaselock_before -timeout 2h -run '^$$' -bench . -count 1 ./internal/bench

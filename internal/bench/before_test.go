@@ -43,9 +43,9 @@ func init() {
 	}})
 }
 
-// beforeWorker is leaselockWorker with the copy: neither its
-// ResourceLocker nor its withlock.Locker registers metrics, so the two
-// copies never register the same collectors in one registry.
+// beforeWorker is leaselockWorker with the copy: its ResourceLocker, and
+// so its withlock.Locker, registers no metrics, so the two copies never
+// register the same collectors in one registry.
 func beforeWorker(c client.WithWatch, rl *beforerl.ResourceLocker) *worker {
-	return &worker{c: c, withLock: beforewl.New(rl, beforewl.WithMetrics(nil)).WithLock}
+	return &worker{c: c, withLock: beforewl.New(rl).WithLock}
 }
