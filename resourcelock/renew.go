@@ -27,6 +27,11 @@ import (
 // cancelled ctx) are returned as they are, without a retry: the lock may
 // still be held, until its Lease expires, and the caller renews again.
 // Every error names the lock and lockerID. ctx bounds the call.
+//
+// A Lease that expired and that no other locker took over is renewed: the
+// lock was not lost. Do not call Renew while a ReleaseLock of the same
+// lock runs: a renewal that lands after the release read its record would
+// bring the record back for a lock that is gone.
 func (rl *ResourceLocker) Renew(ctx context.Context, name, lockerID string) error {
 	if err := rl.check(name, lockerID); err != nil {
 		return err

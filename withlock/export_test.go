@@ -10,3 +10,7 @@ func StartRemoval(l *Locker, age time.Duration) { l.startRemoval(age) }
 // LeftoverPeriod is the time between two removals of Leases expired for
 // age, less its jitter.
 var LeftoverPeriod = leftoverPeriod
+
+// AwaitBackground waits for l's background work to end on its own, without
+// closing l: a test of a check that runs once waits for it so.
+func AwaitBackground(l *Locker) { l.background.Wait() }

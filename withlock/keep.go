@@ -28,7 +28,8 @@ type keeper struct {
 	stop context.CancelFunc
 	done sync.WaitGroup
 
-	// Set by the goroutine alone, and read after it ended.
+	// Set by keep before the goroutine starts, then by the goroutine
+	// alone, and read after it ended.
 	plan  plan
 	ended ending
 	cause error
@@ -39,7 +40,7 @@ type keeper struct {
 // returned or panicked.
 func (l *Locker) keep(ctx context.Context, held *heldLock) (context.Context, *keeper) {
 	k := &keeper{l: l, held: held, plan: plan{hold: l.hold(), written: held.acquired}}
-	if l.renew {
+	if l.renewing {
 		k.plan.period = renewalPeriod(l.rl.LeaseDuration(), l.hold())
 	}
 	if l.maxHold > 0 {
@@ -50,7 +51,7 @@ func (l *Locker) keep(ctx context.Context, held *heldLock) (context.Context, *ke
 	k.endFn, k.stop = endFn, stop
 	if how, end := k.plan.end(); !l.rl.Clock().Now().Before(end) {
 		// The acquire took the whole hold: fn starts with its ctx ended.
-		k.end(how, k.endError(how, nil))
+		k.endHold(how, k.endError(how, nil))
 		return fnCtx, k
 	}
 	// The first timer starts before fn runs, so that a test that steps a
@@ -83,15 +84,20 @@ func (k *keeper) run(ctx context.Context, renew bool, c <-chan time.Time, stopTi
 		}
 		now := k.l.rl.Clock().Now()
 		if how, end := k.plan.end(); !now.Before(end) {
-			k.end(how, k.endError(how, nil))
+			k.endHold(how, k.endError(how, nil))
 			return
 		}
 		if renew {
-			if err := k.renew(ctx, now); err != nil {
-				k.end(endedTaken, k.endError(endedTaken, err))
+			taken, over := k.renewOnce(ctx, now)
+			switch {
+			case over:
+				how, _ := k.plan.end()
+				k.endHold(how, k.endError(how, nil))
 				return
-			}
-			if ctx.Err() != nil {
+			case taken != nil:
+				k.endHold(endedTaken, k.endError(endedTaken, taken))
+				return
+			case ctx.Err() != nil:
 				return
 			}
 		}
@@ -116,27 +122,39 @@ func (k *keeper) timer(at time.Time) (<-chan time.Time, func() bool) {
 	return t.C(), t.Stop
 }
 
-// renew renews the lock once, sent at now, and moves its expiry and
+// renewOnce renews the lock once, sent at now, and moves its expiry and
 // token when that succeeds. It returns the error of a renewal that found
-// the lock taken; any other failure is planned to be retried.
-func (k *keeper) renew(ctx context.Context, now time.Time) error {
+// the lock taken (any other failure is planned to be retried), and reports
+// over when the hold ended, on the locker's clock, before the renewal
+// answered: fn's ctx ends then, whatever the request does. The renewal is
+// then cancelled and waited for, so that none is in flight once the keeper
+// ended and the lock is released.
+func (k *keeper) renewOnce(ctx context.Context, now time.Time) (taken error, over bool) {
 	rl, h := k.l.rl, k.held
 	_, end := k.plan.end()
-	// No renewal outlives the hold it would extend: after end, fn's ctx
-	// ends whatever it answers. A request's deadline is real time, as
-	// resourcelock bounds its own.
-	rctx, cancel := context.WithTimeout(ctx, end.Sub(now))
-	err := rl.Renew(rctx, h.name, h.holder)
-	cancel()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	result := make(chan error, 1)
+	go func() { result <- rl.Renew(rctx, h.name, h.holder) }()
+	ended, stopTimer := k.timer(end)
+	defer stopTimer()
+	var err error
+	select {
+	case err = <-result:
+	case <-ended:
+		cancel()
+		<-result
+		return nil, true
+	}
 	switch {
 	case errors.Is(err, resourcelock.ErrNotHeld):
-		return err
+		return err, false
 	case err != nil:
 		k.plan = k.plan.failed(now)
 		if ctx.Err() == nil {
 			k.l.lockLog(ctx, h).V(1).Info("renewal failed; will retry", "error", err, "expires", k.plan.expiry())
 		}
-		return nil
+		return nil, false
 	}
 	written, ok := rl.AcquiredAt(h.name, h.holder)
 	if !ok {
@@ -144,14 +162,17 @@ func (k *keeper) renew(ctx context.Context, now time.Time) error {
 		// the renewal's write should it have none.
 		written = now
 	}
-	token, _ := rl.Token(h.name, h.holder)
+	token, ok := rl.Token(h.name, h.holder)
+	if !ok {
+		token = h.fencingToken()
+	}
 	k.plan = k.plan.renewed(written)
 	h.renewed(k.plan.expiry(), token)
-	return nil
+	return nil, false
 }
 
-// end ends fn's ctx with cause, for how.
-func (k *keeper) end(how ending, cause error) {
+// endHold ends fn's ctx with cause, for how.
+func (k *keeper) endHold(how ending, cause error) {
 	k.ended, k.cause = how, cause
 	k.endFn(cause)
 }

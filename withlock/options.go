@@ -159,12 +159,12 @@ func WithoutRenewal() Option {
 	return func(o *options) { o.noRenewal = true }
 }
 
-// WithMaxHold caps the time a lock is held, from the start of its
-// acquire: at d the renewals stop and the ctx given to fn is cancelled
-// with ErrMaxHold, which the call's error includes. The lock is released
-// when fn returns; a fn that goes on past its lease less the margin gets
-// ErrLockLost too. With renewal off, a cap beyond the lease less the
-// margin is never reached.
+// WithMaxHold caps the time a lock is held, from the write that acquired
+// it: no renewal extends the lease past d, and at d the ctx given to fn is
+// cancelled with ErrMaxHold, which the call's error includes. The lock is
+// released when fn returns; a fn that goes on past its lease less the
+// margin gets ErrLockLost too. With renewal off, a cap beyond the lease
+// less the margin is never reached.
 //
 // Default: no cap, as etcd's and Consul's sessions have none: the ctx
 // given to WithLock is the caller's bound on fn (a reconcile's deadline, a

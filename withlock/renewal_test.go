@@ -84,8 +84,45 @@ func (f *fixture) renewals() int { return f.calls.count("update", &coordinationv
 // ctx ended, and then moves the clock by d.
 func stepIdle(t *testing.T, f *fixture, fnCtx context.Context, d time.Duration) {
 	t.Helper()
-	waitUntil(t, "the keeper to wait on the clock", func() bool { return f.clock.Waiters() > 0 || fnCtx.Err() != nil })
+	// A renewal in flight waits on the clock too, for the end of the hold:
+	// the clock moves only once it was answered, as if requests took no
+	// time.
+	waitUntil(t, "the keeper to wait on the clock", func() bool {
+		return f.clock.Waiters() > 0 && f.calls.updating.Load() == 0 || fnCtx.Err() != nil
+	})
 	f.clock.Step(d)
+}
+
+// TestRenewalThatHangsEndsFnAtTheExpiry holds a lock whose renewals never
+// get an answer: fn's ctx ends with ErrLockLost when the clock reaches the
+// expiry, without waiting for the request.
+func TestRenewalThatHangsEndsFnAtTheExpiry(t *testing.T) {
+	f := newFixture(t, interceptor.Funcs{
+		Update: func(ctx context.Context, _ client.WithWatch, _ client.Object, _ ...client.UpdateOption) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	})
+	r := hold(t, t.Context(), renewingLocker(f, nil), false)
+	stepIdle(t, f, r.fnCtx, testPeriod)
+	waitUntil(t, "a renewal sent", func() bool { return f.calls.updating.Load() == 1 })
+	f.clock.Step(testHold - testPeriod - time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // a wrong end would come now
+	if err := r.fnCtx.Err(); err != nil {
+		t.Fatalf("got fn's ctx ended before the expiry: %v", context.Cause(r.fnCtx))
+	}
+	f.clock.Step(time.Millisecond)
+	select {
+	case <-r.fnCtx.Done():
+	case <-time.After(2 * time.Second): // the request's real-time bound would be 5s
+		t.Fatal("fn's ctx did not end at the expiry while its renewal hung")
+	}
+	if cause := context.Cause(r.fnCtx); !errors.Is(cause, withlock.ErrLockLost) {
+		t.Errorf("got fn's ctx ended with %v, want ErrLockLost", cause)
+	}
+	if err := r.end(); !errors.Is(err, withlock.ErrLockLost) {
+		t.Errorf("got %v, want ErrLockLost", err)
+	}
 }
 
 // TestRenewalSchedule holds a lock for three lease durations: it is

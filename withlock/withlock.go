@@ -23,7 +23,7 @@ var (
 	// with resourcelock.ErrNotHeld). A nested call's fn sees an outer
 	// lock's ErrLockLost as its ctx's cause too, but the nested call
 	// reports its own lock lost only when its own lock was.
-	ErrLockLost = errors.New("withlock: lock lost: the lease could have expired before fn returned")
+	ErrLockLost = errors.New("withlock: lock lost before fn returned: its lease could have expired, or another holder took it")
 
 	// ErrMaxHold is the cause of the ctx given to fn when the lock has
 	// been held for its max hold (WithMaxHold), and is in the error of the
@@ -53,10 +53,10 @@ type Locker struct {
 	identity       string
 	releaseTimeout time.Duration
 	margin         time.Duration
-	// renew is set when the lock is renewed while fn runs; maxHold caps
+	// renewing is set when the lock is renewed while fn runs; maxHold caps
 	// the hold, 0 for no cap.
-	renew   bool
-	maxHold time.Duration
+	renewing bool
+	maxHold  time.Duration
 	// log is the logger of calls whose ctx carries none.
 	log logr.Logger
 	// reader is what Update reads through by default; nil for Update's
@@ -84,7 +84,7 @@ func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
 // newLocker returns a Locker on rl with the options o.
 func newLocker(rl *resourcelock.ResourceLocker, o options) *Locker {
 	l := &Locker{rl: rl, identity: o.identity, releaseTimeout: o.releaseTimeout, log: o.logger(rl.Logger()),
-		renew: !o.noRenewal, maxHold: o.maxHold}
+		renewing: !o.noRenewal, maxHold: o.maxHold}
 	if rl != nil {
 		l.margin = rl.LeaseDuration() / 5
 		if m := o.margin; m != nil && *m >= 0 && *m < rl.LeaseDuration() {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,6 +148,8 @@ func (b *background) wait() error {
 type recorder struct {
 	mu    sync.Mutex
 	calls []string
+	// updating counts the Updates sent and not yet answered.
+	updating atomic.Int32
 }
 
 func (r *recorder) add(verb string, obj any) {
@@ -199,6 +202,8 @@ func (r *recorder) funcs() interceptor.Funcs {
 		},
 		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
 			r.add("update", obj)
+			r.updating.Add(1)
+			defer r.updating.Add(-1)
 			return c.Update(ctx, obj, opts...)
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
