@@ -2,13 +2,16 @@ package withlock
 
 // The locks a call chain holds, kept in the ctx that WithLock gives fn: a
 // nested call for one of them would wait for itself, and a call under a
-// lock learns when its lock's time is up, and its fencing token.
+// lock learns when its lock's time is up, and its fencing token. Also how
+// long a write holds a lock, and the logger of a line about a held lock.
 
 import (
 	"context"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/go-logr/logr"
 )
 
 // heldKey is the key, in the ctx that WithLock gives fn, of the innermost
@@ -113,3 +116,23 @@ func (e *nestedError) Error() string {
 
 // Is reports whether target is ErrNestedLock.
 func (e *nestedError) Is(target error) bool { return target == ErrNestedLock }
+
+// hold is how long a write of a Lease holds its lock for fn: the lease
+// duration less the safety margin.
+func (l *Locker) hold() time.Duration { return l.rl.LeaseDuration() - l.margin }
+
+// lockLog is the logger of a line about held: ctx's logger, or l's when
+// ctx carries none. It is made only for a line that is logged: a logger
+// that controller-runtime's log.Log delegates to warns, 30s into a program
+// that never set it, at its first use.
+func (l *Locker) lockLog(ctx context.Context, held *heldLock) logr.Logger {
+	return logFor(ctx, l.log).WithValues("lock", held.name, "namespace", held.namespace, "holder", held.holder)
+}
+
+// logFor is ctx's logger, or fallback when ctx carries none.
+func logFor(ctx context.Context, fallback logr.Logger) logr.Logger {
+	if log, err := logr.FromContext(ctx); err == nil {
+		return log
+	}
+	return fallback
+}

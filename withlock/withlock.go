@@ -95,10 +95,6 @@ func newLocker(rl *resourcelock.ResourceLocker, o options) *Locker {
 	return l
 }
 
-// hold is how long a write of a Lease holds its lock for fn: the lease
-// duration less the safety margin.
-func (l *Locker) hold() time.Duration { return l.rl.LeaseDuration() - l.margin }
-
 // ResourceLocker returns the ResourceLocker l takes its locks from: the one
 // given to New, or the one NewForCluster or NewForConfig built.
 func (l *Locker) ResourceLocker() *resourcelock.ResourceLocker {
@@ -250,22 +246,6 @@ func (l *Locker) finish(ctx context.Context, held *heldLock, fnErr error, return
 			held.namespace, held.name, held.holder, released)
 	}
 	return errors.Join(fnErr, cause, released)
-}
-
-// lockLog is the logger of a line about held: ctx's logger, or l's when
-// ctx carries none. It is made only for a line that is logged: a logger
-// that controller-runtime's log.Log delegates to warns, 30s into a program
-// that never set it, at its first use.
-func (l *Locker) lockLog(ctx context.Context, held *heldLock) logr.Logger {
-	return logFor(ctx, l.log).WithValues("lock", held.name, "namespace", held.namespace, "holder", held.holder)
-}
-
-// logFor is ctx's logger, or fallback when ctx carries none.
-func logFor(ctx context.Context, fallback logr.Logger) logr.Logger {
-	if log, err := logr.FromContext(ctx); err == nil {
-		return log
-	}
-	return fallback
 }
 
 // defaultIdentity is $POD_NAME (set from the downward API in most operator
