@@ -14,3 +14,6 @@ var LeftoverPeriod = leftoverPeriod
 // AwaitBackground waits for l's background work to end on its own, without
 // closing l: a test of a check that runs once waits for it so.
 func AwaitBackground(l *Locker) { l.background.Wait() }
+
+// Renewing reports how many renewals in this process have not yet ended.
+func Renewing() int32 { return renewing.Load() }

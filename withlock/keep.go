@@ -10,10 +10,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/leaselock/leaselock/resourcelock"
 )
+
+// renewing counts the renewals in this process that have not yet ended,
+// their outcome taken: a test that steps a fake clock waits for none.
+var renewing atomic.Int32
 
 // keeper keeps the lock of one WithLock while its fn runs, in a goroutine
 // of its own that ends before WithLock releases the lock.
@@ -130,6 +135,8 @@ func (k *keeper) timer(at time.Time) (<-chan time.Time, func() bool) {
 // then cancelled and waited for, so that none is in flight once the keeper
 // ended and the lock is released.
 func (k *keeper) renewOnce(ctx context.Context, now time.Time) (taken error, over bool) {
+	renewing.Add(1)
+	defer renewing.Add(-1) // last: after the timer below is stopped
 	rl, h := k.l.rl, k.held
 	_, end := k.plan.end()
 	rctx, cancel := context.WithCancel(ctx)

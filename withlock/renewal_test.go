@@ -85,10 +85,9 @@ func (f *fixture) renewals() int { return f.calls.count("update", &coordinationv
 func stepIdle(t *testing.T, f *fixture, fnCtx context.Context, d time.Duration) {
 	t.Helper()
 	// A renewal in flight waits on the clock too, for the end of the hold:
-	// the clock moves only once it was answered, as if requests took no
-	// time.
+	// the clock moves only once it has ended, as if requests took no time.
 	waitUntil(t, "the keeper to wait on the clock", func() bool {
-		return f.clock.Waiters() > 0 && f.calls.updating.Load() == 0 || fnCtx.Err() != nil
+		return f.clock.Waiters() > 0 && withlock.Renewing() == 0 || fnCtx.Err() != nil
 	})
 	f.clock.Step(d)
 }
