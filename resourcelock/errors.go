@@ -16,6 +16,9 @@ var (
 	// ErrLockHeld is returned when a lock cannot be acquired within the retry
 	// timeout because another locker holds it.
 	ErrLockHeld = errors.New("resourcelock: lock is held by another locker")
+	// ErrNotHeld is in the error of a Renew of a lock that its lockerID
+	// does not hold (any more).
+	ErrNotHeld = errors.New("resourcelock: lock is not held by this lockerID")
 
 	errNilLocker     = errors.New("resourcelock: ResourceLocker is nil: build one with NewResourceLocker")
 	errNilClient     = errors.New("resourcelock: client is nil")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -161,6 +162,37 @@ func (rl *ResourceLocker) AcquiredAt(name, lockerID string) (time.Time, bool) {
 	}
 	a, ok := rl.records.heldBy(name, lockerID)
 	return a.at, ok
+}
+
+// Token returns the fencing token of lockerID's hold on name: the
+// resourceVersion of the write, by this locker, that acquired or last
+// renewed the lock, while it is not released. It reports false when this
+// locker has no record of the hold, and for a nil locker.
+//
+// Tokens of one lock name grow with every acquisition, whoever makes it,
+// and with every renewal: a guarded system that stores the token with each
+// write and rejects a smaller one refuses a holder that was paused past its
+// lease. Compare tokens with CompareTokens. The API server promises that
+// resourceVersions of one resource compare this way from Kubernetes 1.35;
+// on an older server a token is still unique to its write, but the order
+// is etcd's revision order, which kube-apiserver keeps without promising it.
+func (rl *ResourceLocker) Token(name, lockerID string) (string, bool) {
+	if rl == nil || rl.records == nil {
+		return "", false
+	}
+	a, ok := rl.records.heldBy(name, lockerID)
+	return a.resourceVersion, ok
+}
+
+// CompareTokens compares two fencing tokens (see Token): -1 when a is
+// older than b, 0 when they are the same write's, +1 when a is newer. It
+// returns an error for a string that is no resourceVersion of a Lease.
+func CompareTokens(a, b string) (int, error) {
+	c, err := resourceversion.CompareResourceVersion(a, b)
+	if err != nil {
+		return 0, fmt.Errorf("resourcelock: compare fencing tokens %q and %q: %w", a, b, err)
+	}
+	return c, nil
 }
 
 var _ io.Closer = (*ResourceLocker)(nil)

@@ -36,6 +36,9 @@ type acquisition struct {
 	// at is the renewTime this locker wrote, read from its clock before the
 	// write was sent.
 	at time.Time
+	// lease is the Lease as the write returned it, which a renewal updates
+	// without reading it first.
+	lease *coordinationv1.Lease
 }
 
 type observation struct {
@@ -69,7 +72,7 @@ func (r *records) acquired(lockerID string, lease *coordinationv1.Lease, at time
 	if _, ok := r.held[k]; !ok && len(r.held) >= maxTracked {
 		r.forgetExpired(at, d)
 	}
-	r.held[k] = acquisition{version: versionOf(lease), at: at}
+	r.held[k] = acquisition{version: versionOf(lease), at: at, lease: lease}
 }
 
 // forgetExpired drops every held lock whose Lease of duration d has expired

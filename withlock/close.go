@@ -18,12 +18,15 @@ var (
 
 // Close ends the calls waiting in AcquireLock with ErrClosed, makes every
 // later WithLock and Update through l return ErrClosed before any request,
-// and stops the removal of leftover Leases, waiting for it to end.
+// and stops the removal of leftover Leases and the check of the server's
+// release, waiting for them to end.
 // When NewForCluster or NewForConfig built l's ResourceLocker, Close closes
 // it too, which ends its watches.
 //
 // A fn that runs when Close is called goes on: its ctx is not cancelled,
-// and its lock is released when it returns, as always. Close is safe to
+// its lock is renewed until it returns, and released then, as always.
+// Ending a holder's renewals would only turn its lock into one that
+// expires under it; the caller's ctx is what stops fn. Close is safe to
 // call more than once and concurrently with any call; it returns nil, and
 // an error only to be an io.Closer.
 func (l *Locker) Close() error {

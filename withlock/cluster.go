@@ -40,6 +40,9 @@ var errNilCluster = errors.New("withlock: cluster is nil")
 //     otherwise.
 //   - It removes the Leases of this library that stayed expired in
 //     namespace (see WithLeftoverRemoval), which needs list on Leases.
+//   - It asks the server's release once (GET /version), in the
+//     background, and logs once when the server is older than Kubernetes
+//     1.35, which promises the order of fencing tokens (see Token).
 //
 // When cl is a manager (it has Add(manager.Runnable) error), the Locker
 // adds itself to it as a Runnable that runs on every replica, leader or

@@ -14,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,7 +29,8 @@ var errNilConfig = errors.New("withlock: rest config is nil")
 // go through a client of its own, with its own HTTP client, that reads them
 // uncached and watches them, so waiters wake as soon as a lock is released
 // and send no request while they wait; and it removes the Leases of this
-// library that stayed expired (WithLeftoverRemoval). It logs through
+// library that stayed expired (WithLeftoverRemoval). It asks the server's
+// release once, in the background, as NewForCluster does. It logs through
 // klog.Background() unless WithLogger says otherwise, and nothing it does
 // goes through controller-runtime's log.Log, so a program that never calls
 // log.SetLogger gets no warning that it did not.
@@ -54,7 +56,7 @@ func NewForConfig(cfg *rest.Config, namespace string, opts ...Option) (*Locker, 
 
 // newBuilt returns a Locker on a ResourceLocker of its own in namespace,
 // whose client, built from cfg and copts, can watch, and starts its
-// removal of leftover Leases. o's logger must be set. When ownsHTTP is set,
+// removal of leftover Leases and the check of the server's release. o's logger must be set. When ownsHTTP is set,
 // Close closes the idle connections of copts' HTTP client.
 func newBuilt(cfg *rest.Config, copts client.Options, namespace string, o options, ownsHTTP bool) (*Locker, error) {
 	if err := resourcelock.ValidateNamespace(namespace); err != nil {
@@ -86,6 +88,11 @@ func newBuilt(cfg *rest.Config, copts client.Options, namespace string, o option
 		}
 	}
 	l.startRemoval(o.leftoverAge)
+	if dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, copts.HTTPClient); err == nil {
+		l.startVersionCheck(dc)
+	} else {
+		log.V(1).Info("could not build a discovery client to ask the API server its release", "error", err)
+	}
 	return l, nil
 }
 

@@ -28,8 +28,10 @@ func ExampleLocker_WithLock() {
 	l := withlock.New(resourcelock.NewResourceLocker(c, "default"), withlock.WithIdentity("worker-1"))
 
 	err := l.WithLock(ctx, "nightly-report", func(ctx context.Context) error {
-		// Only one replica at a time gets here. Pass ctx to every request:
-		// it is cancelled, with cause ErrLockLost, before the lease can expire.
+		// Only one replica at a time gets here, and the lock is renewed
+		// while it does. Pass ctx to every request: it is cancelled, with
+		// cause ErrLockLost, if renewals fail until the lease could expire
+		// or another holder takes the lock.
 		fmt.Println("writing the report")
 		return nil
 	})
@@ -132,6 +134,50 @@ func ExampleNewForCluster() {
 	if err := mgr.Start(signals.SetupSignalHandler()); err != nil {
 		panic(err)
 	}
+}
+
+// fencedStore stands for a system outside the cluster (a database, a
+// bucket) that keeps the largest fencing token it was written with, and
+// refuses a write that carries a smaller one.
+type fencedStore struct {
+	token, value string
+}
+
+func (s *fencedStore) write(token, value string) error {
+	if s.token != "" {
+		if c, err := resourcelock.CompareTokens(token, s.token); err != nil || c < 0 {
+			return fmt.Errorf("token %s refused: the store has seen %s (%v)", token, s.token, err)
+		}
+	}
+	s.token, s.value = token, value
+	return nil
+}
+
+func ExampleToken() {
+	ctx := context.Background()
+	// A fake client with one resourceVersion counter, as the API server
+	// has; in a real program c comes from your manager or client.New.
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithGlobalResourceVersionCounter().Build()
+	l := withlock.New(resourcelock.NewResourceLocker(c, "default"))
+	store := &fencedStore{}
+
+	var kept string
+	_ = l.WithLock(ctx, "backup", func(ctx context.Context) error {
+		token, _ := withlock.Token(ctx)
+		kept = token // as a holder that was paused past its lease still has it
+		return store.write(token, "first")
+	})
+	_ = l.WithLock(ctx, "backup", func(ctx context.Context) error {
+		token, _ := withlock.Token(ctx)
+		return store.write(token, "second")
+	})
+	// The paused holder resumes, and writes with the token it had.
+	err := store.write(kept, "late")
+	fmt.Println("late write refused:", err != nil)
+	fmt.Println("stored:", store.value)
+	// Output:
+	// late write refused: true
+	// stored: second
 }
 
 func ExampleLockName() {

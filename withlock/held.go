@@ -2,11 +2,12 @@ package withlock
 
 // The locks a call chain holds, kept in the ctx that WithLock gives fn: a
 // nested call for one of them would wait for itself, and a call under a
-// lock learns when its lock's time is up.
+// lock learns when its lock's time is up, and its fencing token.
 
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -17,11 +18,70 @@ type heldKey struct{}
 // heldLock is a lock that a WithLock up the call chain holds.
 type heldLock struct {
 	namespace, name, holder string
-	// expiry is the time, on the locker's clock, when fn's ctx is
-	// cancelled with ErrLockLost.
-	expiry time.Time
+	// acquired is when the acquire's write began, on the locker's clock.
+	acquired time.Time
 	// outer is the lock held around this one's WithLock, or nil.
 	outer *heldLock
+
+	mu sync.Mutex // guards expiry and token, which each renewal moves
+	// expiry is the time, on the locker's clock, when fn's ctx is
+	// cancelled with ErrLockLost unless a renewal moves it.
+	expiry time.Time
+	// token is the fencing token of the write that acquired or last
+	// renewed the lock.
+	token string
+}
+
+// deadline returns the lock's current expiry.
+func (h *heldLock) deadline() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.expiry
+}
+
+// fencingToken returns the lock's current fencing token.
+func (h *heldLock) fencingToken() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.token
+}
+
+// renewed records a write of the lock's Lease: its new expiry and token.
+func (h *heldLock) renewed(expiry time.Time, token string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.expiry, h.token = expiry, token
+}
+
+// lostError is the ErrLockLost of the lock when its lease could have
+// expired.
+func (h *heldLock) lostError() error {
+	return fmt.Errorf("%w: lock %s/%s held by %s since %s", ErrLockLost,
+		h.namespace, h.name, h.holder, h.acquired.UTC().Format(time.RFC3339Nano))
+}
+
+// Token returns the fencing token of the lock that the innermost WithLock,
+// Update or Do up ctx's call chain holds, and true; or "", false for a ctx
+// that no fn was given. The token is the resourceVersion of the write of
+// the Lease that acquired or last renewed the lock (resourcelock's
+// Token), so it changes with each renewal. After the lock was lost it is
+// still the last one written: the guarded system, not fn, refuses it then.
+//
+// Tokens of one lock grow with each acquisition and renewal, whoever makes
+// them: store the token with each write that fn makes to a system outside
+// the cluster, and have that system refuse a write whose token is smaller
+// than the largest it stored (compare with resourcelock.CompareTokens).
+// Kubernetes promises this order from 1.35; on an older server a token is
+// still unique to its write, and the order holds as etcd keeps it, without
+// a promise. The package doc says when writes to Kubernetes objects need
+// no token.
+func Token(ctx context.Context) (string, bool) {
+	h := innermost(ctx)
+	if h == nil {
+		return "", false
+	}
+	token := h.fencingToken()
+	return token, token != ""
 }
 
 // innermost returns the lock the call that gave ctx to its fn holds, or

@@ -39,7 +39,7 @@ func TestLockLostIsCountedAndLogged(t *testing.T) {
 
 	outliveLease(t, ctx, l, clk, "slow")
 	want := `
-# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lock: its lease could have expired, or a renewal found it taken.
 # TYPE leaselock_locks_lost_total counter
 leaselock_locks_lost_total 1
 `
@@ -70,7 +70,7 @@ func TestLockLostFollowsTheRegisterersLabel(t *testing.T) {
 
 	outliveLease(t, context.Background(), l, clk, "slow")
 	want := `
-# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lock: its lease could have expired, or a renewal found it taken.
 # TYPE leaselock_locks_lost_total counter
 leaselock_locks_lost_total{lock="slow"} 1
 `
@@ -185,8 +185,8 @@ func counterSum(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 	return total
 }
 
-// TestNestedLockLostIsTheOuters runs a WithLock inside another, and lets
-// the outer lock's lease pass while the inner one's has seconds to go. The
+// TestNestedLockLostIsTheOuters runs a WithLock inside another, without
+// renewal, and lets the outer lock's lease pass while the inner one's has seconds to go. The
 // inner fn's ctx ends, since the outer's does, but the inner lock was not
 // lost: only the outer call reports ErrLockLost, and the metric counts the
 // outer lock alone.
@@ -196,7 +196,7 @@ func TestNestedLockLostIsTheOuters(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	rl := resourcelock.NewResourceLocker(c, "metrics", resourcelock.WithClock(clk),
 		resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg), resourcelock.WithLockNameLabel())
-	l := withlock.New(rl)
+	l := withlock.New(rl, withlock.WithoutRenewal())
 
 	var innerErr error
 	outerErr := l.WithLock(t.Context(), "outer", func(ctx context.Context) error {
@@ -218,7 +218,7 @@ func TestNestedLockLostIsTheOuters(t *testing.T) {
 		t.Errorf("outer WithLock: got %v, want ErrLockLost", outerErr)
 	}
 	want := `
-# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lease.
+# HELP leaselock_locks_lost_total Functions run by withlock that outlived their lock: its lease could have expired, or a renewal found it taken.
 # TYPE leaselock_locks_lost_total counter
 leaselock_locks_lost_total{lock="outer"} 1
 `

@@ -36,6 +36,8 @@ type options struct {
 	log         *logr.Logger
 	rlOpts      []resourcelock.Option
 	leftoverAge time.Duration
+	noRenewal   bool
+	maxHold     time.Duration
 }
 
 // collect applies opts to the defaults.
@@ -138,4 +140,37 @@ func WithResourceLockerOptions(opts ...resourcelock.Option) Option {
 // starts no background work.
 func WithLeftoverRemoval(age time.Duration) Option {
 	return func(o *options) { o.leftoverAge = age }
+}
+
+// WithoutRenewal turns off the renewal of a lock while fn runs: the ctx
+// given to fn is then cancelled with ErrLockLost a lease duration less the
+// safety margin after the acquire, whatever fn does, as a timeout.
+//
+// By default a Locker renews each lock it holds about every third of the
+// lease duration (or half the lease less the margin, when a large margin
+// makes that shorter) for as long as fn runs, as etcd's concurrency.Session,
+// Consul's sessions and Redisson's watchdog keep theirs: the lease then
+// bounds only how long a holder that crashed or lost the API server blocks
+// the others, not how long fn may take, so it can stay short. A fn that
+// returns within a third of the lease sends no renewal. Use WithMaxHold to
+// cap a hold, since a fn that never returns then keeps its lock for as long
+// as its process reaches the API server.
+func WithoutRenewal() Option {
+	return func(o *options) { o.noRenewal = true }
+}
+
+// WithMaxHold caps the time a lock is held, from the start of its
+// acquire: at d the renewals stop and the ctx given to fn is cancelled
+// with ErrMaxHold, which the call's error includes. The lock is released
+// when fn returns; a fn that goes on past its lease less the margin gets
+// ErrLockLost too. With renewal off, a cap beyond the lease less the
+// margin is never reached.
+//
+// Default: no cap, as etcd's and Consul's sessions have none: the ctx
+// given to WithLock is the caller's bound on fn (a reconcile's deadline, a
+// job's timeout), and a cap that the library picked would cut a long
+// migration short as surely as it would a stuck one. Values d <= 0 mean no
+// cap.
+func WithMaxHold(d time.Duration) Option {
+	return func(o *options) { o.maxHold = max(d, 0) }
 }

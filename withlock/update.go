@@ -74,8 +74,10 @@ func Status() UpdateOption {
 // Every attempt reads the object afresh and calls mutate on it, so mutate
 // must derive its change from the object it is given, and may run more than
 // once. A Conflict is retried with jittered backoff until ctx ends, or until
-// the next retry would start less than a second before the lock's lease
-// less the margin runs out: Update then returns the Conflict, and does not
+// the next retry would start less than a second before the lock's first
+// lease less the margin runs out (renewals do not prolong the retries: a
+// writer that keeps changing the object without the lock is news to
+// return, not to wait out): Update then returns the Conflict, and does not
 // report the lock lost. When
 // mutate changes nothing (semantic equality), nothing is written and obj
 // holds the object as read. mutate must not change the name or namespace
@@ -90,9 +92,10 @@ func Status() UpdateOption {
 // The read goes through c, or through the cluster's GetAPIReader() for a
 // Locker from NewForCluster, or through ReadFrom's reader. It is bounded:
 // a read that has not finished a second before the lock's lease less the
-// margin runs out (half the time left, when less than two seconds are)
-// fails with an error that says so, as a cache-backed client's read does
-// when its informer cannot sync; the lock is not reported lost then.
+// margin runs out, as it stood when the read began (half the time left,
+// when less than two seconds are) fails with an error that says so, as a
+// cache-backed client's read does when its informer cannot sync; the lock
+// is not reported lost then.
 //
 // obj is set only once the write succeeded (or mutate changed nothing). An
 // error with obj set means the change is stored and the lock reported
@@ -130,11 +133,12 @@ func Update[T client.Object](ctx context.Context, l *Locker, c client.Client, ob
 				return err
 			}
 			d := backoff.Step()
-			if held := innermost(ctx); held != nil && !l.rl.Clock().Now().Add(d+conflictBackoff.Cap).Before(held.expiry) {
+			if held := innermost(ctx); held != nil && !l.rl.Clock().Now().Add(d+conflictBackoff.Cap).Before(held.acquired.Add(l.hold())) {
 				// The retry would start within a backoff's cap of the end of
-				// the lock, too late to finish under it. The writer that does
+				// the lock's first lease less the margin, too late to finish
+				// under it were the lock not renewed. The writer that does
 				// not take the lock is the news: return its Conflict, not a
-				// lost lock.
+				// lost lock, nor wait it out while renewals keep the lock.
 				return err
 			}
 			if serr := sleep(ctx, l, d); serr != nil {
@@ -252,7 +256,8 @@ func (u *updateCall[T]) read(ctx context.Context, current T) error {
 	rctx, stop := ctx, func() bool { return false }
 	if held := innermost(ctx); held != nil {
 		clk := u.l.rl.Clock()
-		by := held.expiry.Add(-min(conflictBackoff.Cap, held.expiry.Sub(clk.Now())/2))
+		expiry := held.deadline()
+		by := expiry.Add(-min(conflictBackoff.Cap, expiry.Sub(clk.Now())/2))
 		rctx, stop = withClockDeadline(ctx, clk, by, errReadCut)
 	}
 	err := u.o.reader.Get(rctx, u.key, current)

@@ -88,8 +88,10 @@ func TestUpdateRereadsAfterConflict(t *testing.T) {
 			return increment(cm)
 		})
 	})
-	// The lock's expiry timer is one waiter, the backoff after the Conflict
-	// the second. The backoff is at most a second.
+	// The lock's timer is one waiter, the backoff after the Conflict the
+	// second, once the write was sent (before, the read's bound is). The
+	// backoff is at most a second.
+	waitUntil(t, "the first write", func() bool { return f.calls.count("update", &corev1.ConfigMap{}) == 1 })
 	waitForWaiters(t, f.clock, 2, call.done)
 	f.clock.Step(time.Second)
 	// The Step took the backoff off the clock: a new one means that the
@@ -897,7 +899,9 @@ func TestUpdateBoundsTheRead(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ctx, logged := captureLog(t.Context())
 	f := newFixture(t, interceptor.Funcs{}, counter("1"))
-	l := withlock.New(f.locker(resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg)))
+	// Without renewal, so that the clock has the two timers alone (with
+	// it, the read is bounded by the expiry as it stood when it began).
+	l := withlock.New(f.locker(resourcelock.WithLeaseDuration(10*time.Second), resourcelock.WithMetrics(reg)), withlock.WithoutRenewal())
 	call := inBackground(func() error {
 		return withlock.Update(ctx, l, f.c, named(), increment, withlock.ReadFrom(unsyncedCache{f.base}))
 	})

@@ -18,11 +18,17 @@ import (
 
 var (
 	// ErrLockLost is the cause of the ctx given to fn when its lease could
-	// have expired, and is in the error of a call whose fn ran that long. A
-	// nested call's fn sees an outer lock's ErrLockLost as its ctx's cause
-	// too, but the nested call reports its own lock lost only when its own
-	// lease ran out.
+	// have expired, or a renewal found the lock taken by another holder,
+	// and is in the error of a call whose fn ran that long (for a takeover,
+	// with resourcelock.ErrNotHeld). A nested call's fn sees an outer
+	// lock's ErrLockLost as its ctx's cause too, but the nested call
+	// reports its own lock lost only when its own lock was.
 	ErrLockLost = errors.New("withlock: lock lost: the lease could have expired before fn returned")
+
+	// ErrMaxHold is the cause of the ctx given to fn when the lock has
+	// been held for its max hold (WithMaxHold), and is in the error of the
+	// call. errors.Is tells it from ErrLockLost: the lock was still held.
+	ErrMaxHold = errors.New("withlock: lock held for its max hold")
 
 	// ErrClosed is in the error of a call that waited for its lock when the
 	// Locker was closed, and of every call after (see Locker.Close).
@@ -47,6 +53,10 @@ type Locker struct {
 	identity       string
 	releaseTimeout time.Duration
 	margin         time.Duration
+	// renew is set when the lock is renewed while fn runs; maxHold caps
+	// the hold, 0 for no cap.
+	renew   bool
+	maxHold time.Duration
 	// log is the logger of calls whose ctx carries none.
 	log logr.Logger
 	// reader is what Update reads through by default; nil for Update's
@@ -73,7 +83,8 @@ func New(rl *resourcelock.ResourceLocker, opts ...Option) *Locker {
 
 // newLocker returns a Locker on rl with the options o.
 func newLocker(rl *resourcelock.ResourceLocker, o options) *Locker {
-	l := &Locker{rl: rl, identity: o.identity, releaseTimeout: o.releaseTimeout, log: o.logger(rl.Logger())}
+	l := &Locker{rl: rl, identity: o.identity, releaseTimeout: o.releaseTimeout, log: o.logger(rl.Logger()),
+		renew: !o.noRenewal, maxHold: o.maxHold}
 	if rl != nil {
 		l.margin = rl.LeaseDuration() / 5
 		if m := o.margin; m != nil && *m >= 0 && *m < rl.LeaseDuration() {
@@ -83,6 +94,10 @@ func newLocker(rl *resourcelock.ResourceLocker, o options) *Locker {
 	l.stop, l.cancel = context.WithCancelCause(context.Background())
 	return l
 }
+
+// hold is how long a write of a Lease holds its lock for fn: the lease
+// duration less the safety margin.
+func (l *Locker) hold() time.Duration { return l.rl.LeaseDuration() - l.margin }
 
 // ResourceLocker returns the ResourceLocker l takes its locks from: the one
 // given to New, or the one NewForCluster or NewForConfig built.
@@ -107,20 +122,27 @@ func Do(ctx context.Context, rl *resourcelock.ResourceLocker, name string, fn fu
 // behind then, unless the release of one that a cancelled write may have
 // created failed too: the error says so, and the Lease stays until it
 // expires. Otherwise it returns fn's error, joined with ErrLockLost if fn
-// ran past its lease less the safety margin (see WithSafetyMargin) and
-// with the release error if the release failed; errors.Is and errors.As
-// see each of them. If fn panics, the lock is released and the panic goes
-// on with its original value.
+// ran past its lease less the safety margin (see WithSafetyMargin) or its
+// lock was taken by another holder, with ErrMaxHold if it ran for its
+// max hold (WithMaxHold), and with the release error if the release
+// failed; errors.Is and errors.As see each of them. If fn panics, the lock
+// is released and the panic goes on with its original value.
 //
-// The ctx given to fn is cancelled when ctx is, and with cause ErrLockLost
-// when the lease could have expired: pass it to every request fn makes.
-// Release runs on context.WithoutCancel(ctx) bounded by the release timeout,
-// so it happens even after ctx was cancelled, or l closed.
+// While fn runs, the lock is renewed about every third of the lease
+// duration (see WithoutRenewal), and each renewal moves the time its lease
+// could expire. The ctx given to fn is cancelled when ctx is; with cause
+// ErrLockLost when the lease could have expired (renewals failed until its
+// lease less the margin, or renewal is off) or a renewal found another
+// holder; and with cause ErrMaxHold at the max hold. Pass it to every
+// request fn makes. Renewal stops when fn returns or panics, and not
+// before (neither when ctx ends nor when l is closed): the release then
+// runs on context.WithoutCancel(ctx) bounded by the release timeout, so it
+// happens even after ctx was cancelled, or l closed.
 //
 // The ctx given to fn records the lock: a WithLock, Update or Do given that
 // ctx (or one derived from it) for the same namespace and name, through any
 // Locker, returns ErrNestedLock at once, before any request, rather than
-// wait for itself.
+// wait for itself. Token gives fn the lock's fencing token.
 func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.Context) error) (err error) {
 	if err := l.check(ctx, name, fn); err != nil {
 		return err
@@ -130,21 +152,20 @@ func (l *Locker) WithLock(ctx context.Context, name string, fn func(ctx context.
 	if err != nil {
 		return err
 	}
-	held := &heldLock{namespace: l.rl.Namespace(), name: name, holder: holder,
-		expiry: start.Add(l.rl.LeaseDuration() - l.margin), outer: innermost(ctx)}
-	lost := fmt.Errorf("%w: lock %s/%s held by %s since %s", ErrLockLost,
-		held.namespace, name, holder, start.UTC().Format(time.RFC3339Nano))
-	fnCtx, stop := withClockDeadline(context.WithValue(ctx, heldKey{}, held), l.rl.Clock(), held.expiry, lost)
+	token, _ := l.rl.Token(name, holder)
+	held := &heldLock{namespace: l.rl.Namespace(), name: name, holder: holder, acquired: start,
+		outer: innermost(ctx), expiry: start.Add(l.hold()), token: token}
+	fnCtx, k := l.keep(ctx, held)
 	// returned is set when fn returned, rather than panicked or exited the
 	// goroutine.
 	var returned bool
 	// Deferred, so that it runs after a panic or runtime.Goexit too; the
 	// panic is not recovered and goes on with its value and stack.
 	defer func() {
-		// expired is this lock's, not the cause of fnCtx, which may be an
-		// outer lock's ErrLockLost that ctx carries.
-		expired := stop()
-		err = l.finish(ctx, held, err, returned, expired, lost)
+		// How this lock's keeping ended, not the cause of fnCtx, which may
+		// be an outer lock's ErrLockLost that ctx carries.
+		how, cause := k.finish()
+		err = l.finish(ctx, held, err, returned, how, cause)
 	}()
 	err = fn(fnCtx)
 	returned = true
@@ -193,18 +214,25 @@ func (l *Locker) acquire(ctx context.Context, name, holder string) (time.Time, e
 	return start, nil
 }
 
-// finish ends a WithLock whose fn returned fnErr (or did not return): it
-// reports the lock lost when the lease could have expired, releases it,
-// and returns what the call returns.
-func (l *Locker) finish(ctx context.Context, held *heldLock, fnErr error, returned, expired bool, lostErr error) error {
-	var lost error
+// finish ends a WithLock whose fn returned fnErr (or did not return), and
+// whose lock's keeping ended as how, with cause: it reports the lock lost
+// when the lease could have expired or was taken, releases it, and returns
+// what the call returns.
+func (l *Locker) finish(ctx context.Context, held *heldLock, fnErr error, returned bool, how ending, cause error) error {
+	lost := how == endedExpired || how == endedTaken
 	// The clock as well: fn may have returned after the expiry, before the
-	// timer's goroutine cancelled its ctx (or the timer was stopped before
-	// it could).
-	if expired || !l.rl.Clock().Now().Before(held.expiry) {
-		lost = lostErr
+	// keeper saw it, or after the max hold ended the renewals.
+	if !lost && !l.rl.Clock().Now().Before(held.deadline()) {
+		lost = true
+		if cause == nil {
+			cause = held.lostError()
+		} else {
+			cause = errors.Join(cause, held.lostError())
+		}
+	}
+	if lost {
 		lockmetrics.ForLocker(l.rl).Lost(held.name)
-		l.lockLog(ctx, held).Info("function outlived its lock", "error", lost)
+		l.lockLog(ctx, held).Info("function outlived its lock", "error", cause)
 	}
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
 	defer rcancel()
@@ -219,7 +247,7 @@ func (l *Locker) finish(ctx context.Context, held *heldLock, fnErr error, return
 		released = fmt.Errorf("withlock: fn succeeded, but the release of lock %s/%s held by %s failed: %w; the Lease stays until it expires",
 			held.namespace, held.name, held.holder, released)
 	}
-	return errors.Join(fnErr, lost, released)
+	return errors.Join(fnErr, cause, released)
 }
 
 // lockLog is the logger of a line about held: ctx's logger, or l's when

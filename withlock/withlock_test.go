@@ -483,6 +483,9 @@ func TestDefaultIdentity(t *testing.T) {
 	}
 }
 
+// TestWithLockLockLost runs fn without renewal, as a timeout: its ctx ends
+// with ErrLockLost at the lease less the margin (renewal_test.go has the
+// lock renewed).
 func TestWithLockLockLost(t *testing.T) {
 	tests := []struct {
 		name string
@@ -537,7 +540,7 @@ func TestWithLockLockLost(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, interceptor.Funcs{})
-			l := withlock.New(f.locker(resourcelock.WithLeaseDuration(10*time.Second)), tt.opts...)
+			l := withlock.New(f.locker(resourcelock.WithLeaseDuration(10*time.Second)), append(tt.opts, withlock.WithoutRenewal())...)
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			stepped := make(chan struct{})

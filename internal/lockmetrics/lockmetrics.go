@@ -33,6 +33,7 @@ type Set struct {
 	takeovers *prometheus.CounterVec
 	stolen    *prometheus.CounterVec
 	lost      *prometheus.CounterVec
+	renewals  *prometheus.CounterVec
 	apiErrors *prometheus.CounterVec
 }
 
@@ -91,8 +92,12 @@ func For(reg prometheus.Registerer, byName bool) *Set {
 		}, lock),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaselock_locks_lost_total",
-			Help: "Functions run by withlock that outlived their lease.",
+			Help: "Functions run by withlock that outlived their lock: its lease could have expired, or a renewal found it taken.",
 		}, lock),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leaselock_renewals_total",
+			Help: "Renewals of held locks, by result: renewed, lost (another holder, or no Lease), or failed (an error; the lock may still be held).",
+		}, append([]string{"result"}, lock...)),
 		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaselock_api_errors_total",
 			Help: "Errors from the API server by kind (the Status reason, or Network).",
@@ -105,6 +110,7 @@ func For(reg prometheus.Registerer, byName bool) *Set {
 	s.takeovers = register(reg, s.takeovers)
 	s.stolen = register(reg, s.stolen)
 	s.lost = register(reg, s.lost)
+	s.renewals = register(reg, s.renewals)
 	s.apiErrors = register(reg, s.apiErrors)
 	return s
 }
@@ -169,12 +175,29 @@ func (s *Set) ReleaseTakenOver(name string) {
 	s.stolen.WithLabelValues(s.labels(name)...).Inc()
 }
 
-// Lost counts a withlock function that outlived its lease.
+// Lost counts a withlock function that outlived its lock: its lease could
+// have expired, or a renewal found it taken. withlock counts renewals
+// through Renewal, which resourcelock's Renew records, never here.
 func (s *Set) Lost(name string) {
 	if s == nil {
 		return
 	}
 	s.lost.WithLabelValues(s.labels(name)...).Inc()
+}
+
+// The results of a renewal.
+const (
+	Renewed     = "renewed"
+	RenewLost   = "lost"
+	RenewFailed = "failed"
+)
+
+// Renewal counts a renewal of a held lock by its result.
+func (s *Set) Renewal(name, result string) {
+	if s == nil {
+		return
+	}
+	s.renewals.WithLabelValues(s.labels(name, result)...).Inc()
 }
 
 // APIError counts an error from a request to the API server, by kind: the
