@@ -145,22 +145,30 @@ func emit(r record) {
 	os.Stdout.Write(append([]byte(recordPrefix), append(b, '\n')...))
 }
 
-func runWorker(cfg workerConfig) error {
+// newWorkerClient builds a worker's client from its kubeconfig file, as a
+// replica builds its own, and returns the HTTP client under it too, whose
+// idle connections the worker closes as it ends (settle).
+func newWorkerClient(kubeconfig string) (client.WithWatch, *http.Client, error) {
 	logf.SetLogger(logr.Discard())
-	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	rc.QPS, rc.Burst = -1, -1
 	hc, err := rest.HTTPClientFor(rc)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	base, err := client.NewWithWatch(rc, client.Options{HTTPClient: hc})
+	c, err := client.NewWithWatch(rc, client.Options{HTTPClient: hc})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	f := &faults{rate: cfg.FaultRate, counts: map[string]int{}}
+	return c, hc, nil
+}
+
+// newWorkerLocker returns a worker's Locker, whose Leases go through c, with
+// the lease, retry interval and way of waiting of cfg.
+func newWorkerLocker(c client.WithWatch, cfg workerConfig) *withlock.Locker {
 	opts := []resourcelock.Option{
 		resourcelock.WithLeaseDuration(cfg.LeaseDuration),
 		resourcelock.WithRetryInterval(cfg.RetryInterval),
@@ -171,11 +179,28 @@ func runWorker(cfg workerConfig) error {
 	if cfg.NoWatch {
 		opts = append(opts, resourcelock.WithoutWatch())
 	}
+	rl := resourcelock.NewResourceLocker(c, cfg.Namespace, opts...)
+	return withlock.New(rl, withlock.WithIdentity(fmt.Sprintf("proc-%d", cfg.Proc)),
+		withlock.WithReleaseTimeout(time.Minute))
+}
+
+// settle leaves no goroutine behind for goleak as a worker ends: the
+// locker's watches close a WatchLinger after their last waiter, and idle
+// connections on demand.
+func settle(hc *http.Client) {
+	time.Sleep(resourcelock.WatchLinger + 500*time.Millisecond)
+	utilnet.CloseIdleConnectionsFor(hc.Transport)
+}
+
+func runWorker(cfg workerConfig) error {
+	base, hc, err := newWorkerClient(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	f := &faults{rate: cfg.FaultRate, counts: map[string]int{}}
 	// Faults on Lease requests only: the critical section's own writes are
 	// the measure of the run, and must be known to have happened or not.
-	rl := resourcelock.NewResourceLocker(f.wrap(base), cfg.Namespace, opts...)
-	locker := withlock.New(rl, withlock.WithIdentity(fmt.Sprintf("proc-%d", cfg.Proc)),
-		withlock.WithReleaseTimeout(time.Minute))
+	locker := newWorkerLocker(f.wrap(base), cfg)
 
 	emit(record{Kind: "ready", Proc: cfg.Proc})
 	if cfg.Gate {
@@ -220,11 +245,7 @@ func runWorker(cfg workerConfig) error {
 	total.Faults = f.snapshot()
 	emit(total)
 	<-readerDone // the parent closes stdin after its stop
-
-	// Leave no goroutine behind for goleak: the locker's watches close a
-	// WatchLinger after their last waiter, and idle connections on demand.
-	time.Sleep(resourcelock.WatchLinger + 500*time.Millisecond)
-	utilnet.CloseIdleConnectionsFor(hc.Transport)
+	settle(hc)
 	return nil
 }
 
