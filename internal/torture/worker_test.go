@@ -67,6 +67,13 @@ type workerConfig struct {
 	// it ends, before its release: the parent can kill a server while the
 	// release is on its way.
 	Announce bool `json:"announce"`
+	// Pause makes the worker one of TestTorturePause's: it runs one
+	// critical section at a time, as the parent orders on stdin, writing
+	// the counter the way the mode says (pauseUpdate, pauseToken,
+	// pauseBlind) on Locks[0]; see runPauseWorker.
+	Pause string `json:"pause,omitempty"`
+	// Store is the address of the fenced store of the pauseToken mode.
+	Store string `json:"store,omitempty"`
 	// Timeout bounds the worker's run; the parent sets it.
 	Timeout time.Duration `json:"timeout"`
 }
@@ -83,7 +90,8 @@ type record struct {
 	// Kind is "ready" (client built), "op" (one withlock call), "holding"
 	// (a critical section that will not end: the process is about to be
 	// killed), "leaving" (a critical section ended, its release follows;
-	// see Announce) or "done" (the worker's totals).
+	// see Announce) or "done" (the worker's totals); a pause worker's are
+	// "poised" (read, about to write) and "attempt" (one read and write).
 	Kind string `json:"kind"`
 	Proc int    `json:"proc"`
 	G    int    `json:"g"`
@@ -107,6 +115,15 @@ type record struct {
 	// Err is the error the withlock call returned.
 	Err string `json:"err,omitempty"`
 
+	// Of a pause worker (pauseworker_test.go): the round the parent
+	// ordered; the fencing token the write carried; why a write did not
+	// happen (whyConflict, whyToken, whyCtx); and whether the call
+	// returned withlock.ErrLockLost.
+	Round int    `json:"round,omitempty"`
+	Token string `json:"token,omitempty"`
+	Why   string `json:"why,omitempty"`
+	Lost  bool   `json:"lost,omitempty"`
+
 	// Totals, in a done record.
 	Faults map[string]int `json:"faults,omitempty"`
 	Wrote  int            `json:"wrote,omitempty"`
@@ -127,7 +144,11 @@ func TestWorkerProcess(t *testing.T) {
 	if err := json.Unmarshal([]byte(spec), &cfg); err != nil {
 		t.Fatalf("%s: %v", workerEnv, err)
 	}
-	if err := runWorker(cfg); err != nil {
+	run := runWorker
+	if cfg.Pause != "" {
+		run = runPauseWorker
+	}
+	if err := run(cfg); err != nil {
 		t.Fatal(err)
 	}
 }
