@@ -90,7 +90,10 @@ func testSkew(t *testing.T, holderOffset, waiterOffset time.Duration, opts []res
 	ctx := t.Context()
 	hrl := resourcelock.NewResourceLocker(c, ns, resourcelock.WithClock(skewedClock{offset: holderOffset}),
 		resourcelock.WithLeaseDuration(lease))
-	holder := withlock.New(hrl, withlock.WithIdentity("holder"), withlock.WithSafetyMargin(margin))
+	// The holder hangs in its critical section: without renewal its lease
+	// ends, and the waiter's takeover is what the test times. (Renewed, a
+	// holder whose process runs keeps its lock, as it should.)
+	holder := withlock.New(hrl, withlock.WithIdentity("holder"), withlock.WithSafetyMargin(margin), withlock.WithoutRenewal())
 	waiter := resourcelock.NewResourceLocker(testenv.Client(t), ns, append([]resourcelock.Option{
 		resourcelock.WithClock(skewedClock{offset: waiterOffset}),
 		resourcelock.WithLeaseDuration(lease), resourcelock.WithRetryInterval(200 * time.Millisecond),
