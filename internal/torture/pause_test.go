@@ -219,26 +219,53 @@ func (p *pauseRun) order(w *worker, o pauseOrder) {
 }
 
 // await returns w's record of kind for round n, once it came, within
-// pauseAwait.
+// pauseAwait. It fails t when the section of round n ended before it: a
+// section that failed before it was poised.
 func (p *pauseRun) await(kind string, w *worker, n int) record {
 	p.t.Helper()
 	for deadline := time.Now().Add(pauseAwait); ; time.Sleep(5 * time.Millisecond) {
+		var ended *record
 		for _, r := range p.ws.snapshot() {
-			if r.Kind == kind && r.Proc == w.cfg.Proc && r.Round == n {
+			if r.Proc != w.cfg.Proc || r.Round != n {
+				continue
+			}
+			if r.Kind == kind {
 				return r
 			}
+			if r.Kind == "op" {
+				ended = &r
+			}
 		}
+		if ended != nil {
+			p.t.Fatalf("round %d: the section of worker %d ended before its %q record: %s", n, w.cfg.Proc, kind, ended.Err)
+		}
+		state := "exited"
 		select {
 		case <-w.exited:
+			state += fmt.Sprintf(" (%v)", w.err)
 		default:
 			if time.Now().Before(deadline) {
 				continue
 			}
+			state = fmt.Sprintf("stuck for %v; its goroutines follow (SIGQUIT)", pauseAwait)
+			dumpGoroutines(w)
 		}
 		w.mu.Lock()
 		out := w.output.String()
 		w.mu.Unlock()
-		p.t.Fatalf("round %d: no %q record from worker %d (exited: %v)\n%s", n, kind, w.cfg.Proc, w.err, out)
+		p.t.Fatalf("round %d: no %q record from worker %d, %s\n%s", n, kind, w.cfg.Proc, state, out)
+	}
+}
+
+// dumpGoroutines makes a stuck worker print its goroutines and exit
+// (SIGQUIT, after a SIGCONT should it be stopped), and waits up to 10s
+// for it.
+func dumpGoroutines(w *worker) {
+	w.cmd.Process.Signal(syscall.SIGCONT)
+	w.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-w.exited:
+	case <-time.After(10 * time.Second):
 	}
 }
 
