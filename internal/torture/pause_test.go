@@ -425,21 +425,23 @@ type pauseFigures struct {
 }
 
 // pauseSummary holds TestTorturePause's figures, by mode, for a table of
-// its own.
+// its own: those of each mode's last run, and how many runs it had.
 type pauseSummary struct {
-	modes map[string][]pauseFigures // a run each
+	modes map[string]pauseFigures
+	runs  map[string]int
 	wall  []time.Duration
 }
 
 func (s *pauseSummary) add(mode string, f pauseFigures) {
 	if s.modes == nil {
-		s.modes = map[string][]pauseFigures{}
+		s.modes, s.runs = map[string]pauseFigures{}, map[string]int{}
 	}
-	s.modes[mode] = append(s.modes[mode], f)
+	s.modes[mode] = f
+	s.runs[mode]++
 }
 
 // table is the pause table of docs/reliability.md, a column a mode, or ""
-// without a run. A mode run more than once (-count) shows its sums.
+// without a run.
 func (s *pauseSummary) table() string {
 	if len(s.modes) == 0 {
 		return ""
@@ -448,11 +450,12 @@ func (s *pauseSummary) table() string {
 	row := func(name string, cell func(f pauseFigures) string) {
 		fmt.Fprintf(&b, "| %s |", name)
 		for _, m := range pauseModes {
-			if len(s.modes[m]) == 0 {
+			f, ok := s.modes[m]
+			if !ok {
 				b.WriteString(" - |") // not run (-run)
 				continue
 			}
-			fmt.Fprintf(&b, " %s |", cell(s.sum(m)))
+			fmt.Fprintf(&b, " %s |", cell(f))
 		}
 		b.WriteString("\n")
 	}
@@ -460,6 +463,9 @@ func (s *pauseSummary) table() string {
 		return func(f pauseFigures) string { return fmt.Sprint(get(f)) }
 	}
 	fmt.Fprintf(&b, "\npause figures (docs/reliability.md)\n\n")
+	if max(s.runs[pauseUpdate], s.runs[pauseToken], s.runs[pauseBlind]) > 1 {
+		fmt.Fprintf(&b, "(of each mode, the last of its runs: -count)\n\n")
+	}
 	fmt.Fprintf(&b, "| figure | Update[T] (resourceVersion) | fenced store (token) | blind writes |\n|---|---|---|---|\n")
 	row("pauses past the lease (SIGSTOP between the read and the write)", n(func(f pauseFigures) int { return f.pauses }))
 	row("- write in flight, holder checks its ctx", func(f pauseFigures) string {
@@ -491,34 +497,6 @@ func (s *pauseSummary) table() string {
 		return fmt.Sprintf("%d, no", f.ops)
 	})
 	row("Leases leaked (must be 0)", n(func(f pauseFigures) int { return f.leaked }))
-	fmt.Fprintf(&b, "| test wall time (the three modes at once), max | %s | | |\n", durList(s.wall))
+	fmt.Fprintf(&b, "| test wall time (the modes as parallel subtests), max | %s | | |\n", durList(s.wall))
 	return b.String()
-}
-
-// sum adds up the runs of mode; linearizable when every run was.
-func (s *pauseSummary) sum(mode string) pauseFigures {
-	t := pauseFigures{linearizable: true}
-	for _, f := range s.modes[mode] {
-		t.pauses += f.pauses
-		t.inFlight += f.inFlight
-		t.between += f.between
-		t.takeovers += f.takeovers
-		t.afterExpiry = append(t.afterExpiry, f.afterExpiry...)
-		t.paused = append(t.paused, f.paused...)
-		t.toldLost += f.toldLost
-		t.notSent += f.notSent
-		t.conflict += f.conflict
-		t.token += f.token
-		t.storeRefused += f.storeRefused
-		t.accepted += f.accepted
-		t.acceptedLate += f.acceptedLate
-		t.noAnswer += f.noAnswer
-		t.takerConflicts += f.takerConflicts
-		t.wrote += f.wrote
-		t.final += f.final
-		t.ops += f.ops
-		t.linearizable = t.linearizable && f.linearizable
-		t.leaked += f.leaked
-	}
-	return t
 }
