@@ -30,6 +30,16 @@
 //     stand free between two holders longer than the lease duration + the
 //     retry interval + 4s, and every goroutine must write again once the
 //     faults end.
+//   - TestTorturePause: Jepsen's pause nemesis. A holder process is stopped
+//     with SIGSTOP between its read of a counter and its write, past its
+//     lease, until another process took the lock over; then SIGCONT, and
+//     it writes (a write in flight, or one after a check of its ctx),
+//     after the new holder's write or between its read and write. With
+//     withlock.Update (the resourceVersion) and with a store that refuses
+//     a smaller fencing token, no update may be lost and the history must
+//     be linearizable, and the store must accept no stale write; with
+//     blind writes the suite counts the stale writes accepted and the
+//     updates lost, the limit that fencing lifts.
 //
 // Every test ends with no Lease of its own left in its namespace, and the
 // package checks for leaked goroutines. The size of the run is set by
@@ -37,11 +47,12 @@
 // LEASELOCK_TORTURE_PROCS (3), LEASELOCK_TORTURE_GOROUTINES (3),
 // LEASELOCK_TORTURE_OPS (15 increments per goroutine),
 // LEASELOCK_TORTURE_FAULT_RATE (0.1), LEASELOCK_TORTURE_CRASHES (1),
-// LEASELOCK_TORTURE_RESTARTS (1), and for TestTortureHA
-// LEASELOCK_TORTURE_HA_MEMBERS (3 etcd members), LEASELOCK_TORTURE_HA_SERVERS
-// (2 API servers) and LEASELOCK_TORTURE_HA_ROUNDS (1 round of the four
-// process faults). At the end the suite prints the tables that
-// docs/reliability.md shows.
+// LEASELOCK_TORTURE_RESTARTS (1), LEASELOCK_TORTURE_PAUSES (the pauses of
+// each mode of TestTorturePause, 4 x LEASELOCK_TORTURE_CRASHES), and for
+// TestTortureHA LEASELOCK_TORTURE_HA_MEMBERS (3 etcd members),
+// LEASELOCK_TORTURE_HA_SERVERS (2 API servers) and
+// LEASELOCK_TORTURE_HA_ROUNDS (1 round of the four process faults). At the
+// end the suite prints the tables that docs/reliability.md shows.
 //
 // What the suite cannot show: it runs every process on one machine, so the
 // clocks of the processes agree (skew is injected, not real), and the wall

@@ -167,42 +167,11 @@ func checkHistory(t *testing.T, c client.Client, ns, lock string, recs []record,
 	}
 
 	// Linearizability.
-	var ops []porcupine.Operation
-	wrote, maybe := 0, 0
-	for _, r := range sections {
-		if !r.ReadOK {
-			continue // fn failed before it read: no effect on the counter
-		}
-		switch r.Write {
-		case wroteYes:
-			wrote++
-		case wroteMaybe:
-			maybe++
-		}
-		ret := r.End
-		if r.Write == wroteMaybe {
-			// A write without an answer may land any time before the
-			// final read.
-			ret = call - 1
-		}
-		ops = append(ops, porcupine.Operation{
-			ClientId: r.Proc*perProc + r.G,
-			Input:    counterInput{who: fmt.Sprintf("p%dg%d", r.Proc, r.G)},
-			Call:     r.Start, Output: counterOutput{read: r.Read, write: r.Write}, Return: ret,
-		})
-	}
+	ops, wrote, maybe := counterOps(sections, func(r record) int { return r.Proc*perProc + r.G }, call)
 	checked := len(ops)
-	ops = append(ops, porcupine.Operation{
-		ClientId: 0, Input: counterInput{who: "final read", final: true},
-		Call: call, Output: counterOutput{read: final}, Return: ret,
-	})
-	res, info := porcupine.CheckOperationsVerbose(counterModel, ops, time.Minute)
+	res, info := checkCounter(ops, final, call, ret)
 	if res != porcupine.Ok {
-		path := filepath.Join(os.TempDir(), fmt.Sprintf("leaselock-torture-%s-%d.html", lock, time.Now().UnixNano()))
-		if err := porcupine.VisualizePath(counterModel, info, path); err != nil {
-			path = "not written: " + err.Error()
-		}
-		t.Errorf("lock %s: history of %d critical sections is %s, want linearizable (visualization: %s)", lock, checked, res, path)
+		t.Errorf("lock %s: history of %d critical sections is %s, want linearizable (visualization: %s)", lock, checked, res, visualize(lock, info))
 	}
 
 	// The count.
@@ -212,6 +181,58 @@ func checkHistory(t *testing.T, c client.Client, ns, lock string, recs []record,
 	t.Logf("lock %s: %d critical sections, %d increments written (%d without answer), count %d, linearizable: %s, overlaps: %d",
 		lock, len(sections), wrote, maybe, final, res, overlaps)
 	return history{ops: checked, linearizable: res == porcupine.Ok, overlaps: overlaps}
+}
+
+// counterOps turns increments (records of a read of the counter and a
+// write of it plus one, from Start to End) into porcupine operations, each
+// of client clientID(r), and counts the writes that happened and those
+// that got no answer. An increment that read nothing had no effect and is
+// left out; one whose write got no answer may land any time before the
+// final read, which was called at finalCall.
+func counterOps(incs []record, clientID func(record) int, finalCall int64) (ops []porcupine.Operation, wrote, maybe int) {
+	for _, r := range incs {
+		if !r.ReadOK {
+			continue
+		}
+		switch r.Write {
+		case wroteYes:
+			wrote++
+		case wroteMaybe:
+			maybe++
+		}
+		ret := r.End
+		if r.Write == wroteMaybe {
+			ret = finalCall - 1
+		}
+		ops = append(ops, porcupine.Operation{
+			ClientId: clientID(r),
+			Input:    counterInput{who: fmt.Sprintf("p%dg%d", r.Proc, r.G)},
+			Call:     r.Start, Output: counterOutput{read: r.Read, write: r.Write}, Return: ret,
+		})
+	}
+	return ops, wrote, maybe
+}
+
+// checkCounter checks with porcupine that ops, followed by the final read
+// of the counter (final, read from call to ret), are a history of a
+// counter.
+func checkCounter(ops []porcupine.Operation, final int, call, ret int64) (porcupine.CheckResult, porcupine.LinearizationInfo) {
+	ops = append(ops, porcupine.Operation{
+		ClientId: 0, Input: counterInput{who: "final read", final: true},
+		Call: call, Output: counterOutput{read: final}, Return: ret,
+	})
+	return porcupine.CheckOperationsVerbose(counterModel, ops, time.Minute)
+}
+
+// visualize writes porcupine's visualization of a history of lock's
+// counter to a file in the temp folder, and returns its path, or why it
+// could not.
+func visualize(lock string, info porcupine.LinearizationInfo) string {
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("leaselock-torture-%s-%d.html", lock, time.Now().UnixNano()))
+	if err := porcupine.VisualizePath(counterModel, info, path); err != nil {
+		return "not written: " + err.Error()
+	}
+	return path
 }
 
 func stamp(ns int64) string { return time.Unix(0, ns).Format("15:04:05.000000") }

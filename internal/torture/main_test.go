@@ -82,8 +82,9 @@ type summary struct {
 	doErrors    int // withlock calls that returned an error (faults, restarts)
 	skewCases   int
 	leaked      int
-	ha          haSummary // TestTortureHA's, a table of its own
-	crashLeft   int       // Leases of crashed holders deleted at the end: allowed
+	ha          haSummary    // TestTortureHA's, a table of its own
+	pause       pauseSummary // TestTorturePause's, another
+	crashLeft   int          // Leases of crashed holders deleted at the end: allowed
 }
 
 func (s *summary) add(f func(s *summary)) {
@@ -96,7 +97,7 @@ func (s *summary) table() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.histories.count == 0 && s.skewCases == 0 {
-		return s.ha.table()
+		return s.pause.table() + s.ha.table()
 	}
 	var b strings.Builder
 	row := func(k, v string) { fmt.Fprintf(&b, "| %s | %s |\n", k, v) }
@@ -116,7 +117,7 @@ func (s *summary) table() string {
 	row("overlaps found (must be 0)", strconv.Itoa(s.histories.overlaps))
 	row("Leases leaked (must be 0)", strconv.Itoa(s.leaked))
 	row("Leases of crashed holders deleted at the end", strconv.Itoa(s.crashLeft))
-	return b.String() + s.ha.table()
+	return b.String() + s.pause.table() + s.ha.table()
 }
 
 func orDash(s string) string {

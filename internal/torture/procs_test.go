@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,9 +157,24 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 // open lets a worker started with Gate go.
-func (w *worker) open() error {
-	_, err := io.WriteString(w.stdin, "go\n")
+func (w *worker) open() error { return w.tell("go") }
+
+// tell writes line on the worker's stdin: a pipe, which holds it for a
+// worker that is stopped until it runs again.
+func (w *worker) tell(line string) error {
+	_, err := io.WriteString(w.stdin, line+"\n")
 	return err
+}
+
+// signal sends sig to the worker (SIGSTOP, SIGCONT) and returns when it was
+// sent.
+func (w *worker) signal(t *testing.T, sig syscall.Signal) time.Time {
+	t.Helper()
+	at := time.Now()
+	if err := w.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%v to worker %d: %v", sig, w.cfg.Proc, err)
+	}
+	return at
 }
 
 // kill sends SIGKILL to the worker and returns when it was sent.

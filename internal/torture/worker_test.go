@@ -67,6 +67,13 @@ type workerConfig struct {
 	// it ends, before its release: the parent can kill a server while the
 	// release is on its way.
 	Announce bool `json:"announce"`
+	// Pause makes the worker one of TestTorturePause's: it runs one
+	// critical section at a time, as the parent orders on stdin, writing
+	// the counter the way the mode says (pauseUpdate, pauseToken,
+	// pauseBlind) on Locks[0]; see runPauseWorker.
+	Pause string `json:"pause,omitempty"`
+	// Store is the address of the fenced store of the pauseToken mode.
+	Store string `json:"store,omitempty"`
 	// Timeout bounds the worker's run; the parent sets it.
 	Timeout time.Duration `json:"timeout"`
 }
@@ -83,7 +90,8 @@ type record struct {
 	// Kind is "ready" (client built), "op" (one withlock call), "holding"
 	// (a critical section that will not end: the process is about to be
 	// killed), "leaving" (a critical section ended, its release follows;
-	// see Announce) or "done" (the worker's totals).
+	// see Announce) or "done" (the worker's totals); a pause worker's are
+	// "poised" (read, about to write) and "attempt" (one read and write).
 	Kind string `json:"kind"`
 	Proc int    `json:"proc"`
 	G    int    `json:"g"`
@@ -107,6 +115,15 @@ type record struct {
 	// Err is the error the withlock call returned.
 	Err string `json:"err,omitempty"`
 
+	// Of a pause worker (pauseworker_test.go): the round the parent
+	// ordered; the fencing token the write carried; why a write did not
+	// happen (whyConflict, whyToken, whyCtx); and whether the call
+	// returned withlock.ErrLockLost.
+	Round int    `json:"round,omitempty"`
+	Token string `json:"token,omitempty"`
+	Why   string `json:"why,omitempty"`
+	Lost  bool   `json:"lost,omitempty"`
+
 	// Totals, in a done record.
 	Faults map[string]int `json:"faults,omitempty"`
 	Wrote  int            `json:"wrote,omitempty"`
@@ -127,7 +144,11 @@ func TestWorkerProcess(t *testing.T) {
 	if err := json.Unmarshal([]byte(spec), &cfg); err != nil {
 		t.Fatalf("%s: %v", workerEnv, err)
 	}
-	if err := runWorker(cfg); err != nil {
+	run := runWorker
+	if cfg.Pause != "" {
+		run = runPauseWorker
+	}
+	if err := run(cfg); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -145,22 +166,30 @@ func emit(r record) {
 	os.Stdout.Write(append([]byte(recordPrefix), append(b, '\n')...))
 }
 
-func runWorker(cfg workerConfig) error {
+// newWorkerClient builds a worker's client from its kubeconfig file, as a
+// replica builds its own, and returns the HTTP client under it too, whose
+// idle connections the worker closes as it ends (settle).
+func newWorkerClient(kubeconfig string) (client.WithWatch, *http.Client, error) {
 	logf.SetLogger(logr.Discard())
-	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	rc.QPS, rc.Burst = -1, -1
 	hc, err := rest.HTTPClientFor(rc)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	base, err := client.NewWithWatch(rc, client.Options{HTTPClient: hc})
+	c, err := client.NewWithWatch(rc, client.Options{HTTPClient: hc})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	f := &faults{rate: cfg.FaultRate, counts: map[string]int{}}
+	return c, hc, nil
+}
+
+// newWorkerLocker returns a worker's Locker, whose Leases go through c, with
+// the lease, retry interval and way of waiting of cfg.
+func newWorkerLocker(c client.WithWatch, cfg workerConfig) *withlock.Locker {
 	opts := []resourcelock.Option{
 		resourcelock.WithLeaseDuration(cfg.LeaseDuration),
 		resourcelock.WithRetryInterval(cfg.RetryInterval),
@@ -171,11 +200,28 @@ func runWorker(cfg workerConfig) error {
 	if cfg.NoWatch {
 		opts = append(opts, resourcelock.WithoutWatch())
 	}
+	rl := resourcelock.NewResourceLocker(c, cfg.Namespace, opts...)
+	return withlock.New(rl, withlock.WithIdentity(fmt.Sprintf("proc-%d", cfg.Proc)),
+		withlock.WithReleaseTimeout(time.Minute))
+}
+
+// settle leaves no goroutine behind for goleak as a worker ends: the
+// locker's watches close a WatchLinger after their last waiter, and idle
+// connections on demand.
+func settle(hc *http.Client) {
+	time.Sleep(resourcelock.WatchLinger + 500*time.Millisecond)
+	utilnet.CloseIdleConnectionsFor(hc.Transport)
+}
+
+func runWorker(cfg workerConfig) error {
+	base, hc, err := newWorkerClient(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	f := &faults{rate: cfg.FaultRate, counts: map[string]int{}}
 	// Faults on Lease requests only: the critical section's own writes are
 	// the measure of the run, and must be known to have happened or not.
-	rl := resourcelock.NewResourceLocker(f.wrap(base), cfg.Namespace, opts...)
-	locker := withlock.New(rl, withlock.WithIdentity(fmt.Sprintf("proc-%d", cfg.Proc)),
-		withlock.WithReleaseTimeout(time.Minute))
+	locker := newWorkerLocker(f.wrap(base), cfg)
 
 	emit(record{Kind: "ready", Proc: cfg.Proc})
 	if cfg.Gate {
@@ -220,11 +266,7 @@ func runWorker(cfg workerConfig) error {
 	total.Faults = f.snapshot()
 	emit(total)
 	<-readerDone // the parent closes stdin after its stop
-
-	// Leave no goroutine behind for goleak: the locker's watches close a
-	// WatchLinger after their last waiter, and idle connections on demand.
-	time.Sleep(resourcelock.WatchLinger + 500*time.Millisecond)
-	utilnet.CloseIdleConnectionsFor(hc.Transport)
+	settle(hc)
 	return nil
 }
 
