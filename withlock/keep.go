@@ -44,7 +44,7 @@ type keeper struct {
 // derived from ctx, and the keeper. keeper.finish must be called once fn
 // returned or panicked.
 func (l *Locker) keep(ctx context.Context, held *heldLock) (context.Context, *keeper) {
-	k := &keeper{l: l, held: held, plan: plan{hold: l.hold(), written: held.acquired}}
+	k := &keeper{l: l, held: held, plan: plan{hold: l.hold(), written: held.acquired}, ended: endedByFn}
 	if l.renewing {
 		k.plan.period = renewalPeriod(l.rl.LeaseDuration(), l.hold())
 	}
