@@ -36,13 +36,20 @@ func unanswered(ctx context.Context, _ client.WithWatch, _ client.ObjectKey, obj
 	return apierrors.NewTimeoutError("failed waiting for *v1.Lease Informer to sync", 0)
 }
 
+// unreadableLease returns a store with a Lease that another holder holds,
+// a locker on it with the retry timeout given, whose reads never finish
+// and whose client cannot watch (as a manager's GetClient() with the least
+// Role), and the log of its requests.
+func unreadableLease(timeout time.Duration) (client.WithWatch, *callLog, *resourcelock.ResourceLocker) {
+	base := newFake(heldLease(holderOther, time.Now(), 60))
+	log := &callLog{}
+	c := struct{ client.Client }{counted(base, log, interceptor.Funcs{Get: unanswered})}
+	return base, log, resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryTimeout(timeout), resourcelock.WithRetryInterval(50*time.Millisecond))
+}
+
 func TestAcquireUnreadableLeaseEndsAtItsTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	base := newFake(heldLease(holderOther, time.Now(), 60))
-	var log callLog
-	// A client.Client that cannot watch, as a manager's GetClient().
-	c := struct{ client.Client }{counted(base, &log, interceptor.Funcs{Get: unanswered})}
-	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryTimeout(timeout), resourcelock.WithRetryInterval(50*time.Millisecond))
+	_, log, rl := unreadableLease(timeout)
 	start := time.Now()
 	err := rl.AcquireLock(context.Background(), unitLock, holderMe)
 	took := time.Since(start)
@@ -67,11 +74,7 @@ func TestAcquireUnreadableLeaseEndsAtItsTimeout(t *testing.T) {
 
 func TestAcquireUnreadableLeaseReleasedDuringTheWait(t *testing.T) {
 	const timeout = 500 * time.Millisecond
-	base := newFake(heldLease(holderOther, time.Now(), 60))
-	var log callLog
-	// A client.Client that cannot watch, as a manager's GetClient().
-	c := struct{ client.Client }{counted(base, &log, interceptor.Funcs{Get: unanswered})}
-	rl := resourcelock.NewResourceLocker(c, unitNS, resourcelock.WithRetryTimeout(timeout), resourcelock.WithRetryInterval(50*time.Millisecond))
+	base, log, rl := unreadableLease(timeout)
 	release := time.AfterFunc(100*time.Millisecond, func() {
 		if err := base.Delete(context.Background(), heldLease(holderOther, time.Now(), 60)); err != nil {
 			t.Errorf("delete the held Lease: %v", err)
