@@ -74,7 +74,7 @@ func TestAcquireUnreadableLeaseEndsAtItsTimeout(t *testing.T) {
 
 func TestAcquireUnreadableLeaseReleasedDuringTheWait(t *testing.T) {
 	const timeout = 500 * time.Millisecond
-	base, log, rl := unreadableLease(timeout)
+	base, _, rl := unreadableLease(timeout)
 	release := time.AfterFunc(100*time.Millisecond, func() {
 		if err := base.Delete(context.Background(), heldLease(holderOther, time.Now(), 60)); err != nil {
 			t.Errorf("delete the held Lease: %v", err)
