@@ -230,8 +230,9 @@ func (rl *ResourceLocker) Close() error {
 // Transient server errors are retried inside the window; others return at
 // once. If ctx is cancelled, AcquireLock returns an error for which
 // errors.Is(err, ctx.Err()) holds, without waiting further, and leaves no
-// Lease of its own behind: a write in flight first runs to its end, for 2s
-// at most. A lock the caller held before the call stays held. Every error
+// Lease of its own behind: a write in flight first runs to its end, and
+// the release of a Lease it may have won follows, for 2s at most each. A
+// lock the caller held before the call stays held. Every error
 // names the lock, lockerID and the holder last seen, and wraps its cause:
 // errors.Is sees ctx errors, apierrors.IsForbidden and friends hold. A
 // request that the call's own bound (below) ends is no deadline of the
