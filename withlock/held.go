@@ -87,6 +87,18 @@ func Token(ctx context.Context) (string, bool) {
 	return token, token != ""
 }
 
+// Holder returns the holder ID of the lock that the innermost WithLock,
+// Update or Do up ctx's call chain holds (the Lease's holderIdentity, the
+// Locker's identity and a fresh UUID), and true; or "", false for a ctx that
+// no fn was given.
+func Holder(ctx context.Context) (string, bool) {
+	h := innermost(ctx)
+	if h == nil {
+		return "", false
+	}
+	return h.holder, true
+}
+
 // innermost returns the lock the call that gave ctx to its fn holds, or
 // nil when ctx comes from no WithLock.
 func innermost(ctx context.Context) *heldLock {

@@ -399,8 +399,11 @@ func TestWithLockHolderID(t *testing.T) {
 			l := withlock.New(f.locker(), tt.opts...)
 			var holders []string
 			for range 2 {
-				err := l.WithLock(t.Context(), "job", func(context.Context) error {
+				err := l.WithLock(t.Context(), "job", func(ctx context.Context) error {
 					holders = append(holders, f.holder(t, "job"))
+					if got, ok := withlock.Holder(ctx); !ok || got != holders[len(holders)-1] {
+						t.Errorf("Holder(fn's ctx): got %q, %v, want the Lease's holder %q, true", got, ok, holders[len(holders)-1])
+					}
 					return nil
 				})
 				if err != nil {
@@ -416,6 +419,9 @@ func TestWithLockHolderID(t *testing.T) {
 				if id, err := uuid.Parse(rest); err != nil || id.String() != rest {
 					t.Errorf("got holder %q, want %q followed by a UUID (parse: %v)", h, tt.wantPrefix, err)
 				}
+			}
+			if got, ok := withlock.Holder(t.Context()); ok || got != "" {
+				t.Errorf("Holder(a ctx no fn was given): got %q, %v, want \"\", false", got, ok)
 			}
 			if holders[0] == holders[1] {
 				t.Errorf("got holder %q for both calls, want a new one for each", holders[0])
