@@ -30,7 +30,13 @@ func Build(t *testing.T) string {
 		}
 		t.Skip(err)
 	}
-	bin := filepath.Join(t.TempDir(), "example")
+	return BuildTo(t, filepath.Join(t.TempDir(), "example"))
+}
+
+// BuildTo builds the main package in the working directory into bin, with
+// the race detector when the tests run with it, and returns bin.
+func BuildTo(t *testing.T, bin string) string {
+	t.Helper()
 	args := []string{"build", "-o", bin}
 	if raceEnabled {
 		args = append(args, "-race")

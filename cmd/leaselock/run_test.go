@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"k8s.io/utils/ptr"
+)
+
+// TestRunPassesTheCommandThrough runs commands under a lock: their exit
+// code, stdin, stdout and stderr go through unchanged, and they get the
+// lock's name, namespace, holder and token in their environment.
+func TestRunPassesTheCommandThrough(t *testing.T) {
+	k := newCluster(t)
+	tests := []struct {
+		name     string
+		stdin    string
+		args     []string
+		wantCode int
+		wantOut  string
+		wantErr  string
+	}{
+		{"exit 0", "", []string{"sh", "-c", "echo out; echo err >&2"}, 0, "out\n", "err\n"},
+		{"exit 3", "", []string{"sh", "-c", "echo out; exit 3"}, 3, "out\n", ""},
+		{"killed by a signal", "", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9, "", ""},
+		{"stdin", "line one\nline two\n", []string{"cat"}, 0, "line one\nline two\n", ""},
+		{"environment", "", []string{"sh", "-c", `echo "$LEASELOCK_NAME $LEASELOCK_NAMESPACE"`}, 0, "passthrough " + k.ns + "\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := k.start(t, tt.stdin, append([]string{"run", "passthrough", "--"}, tt.args...)...)
+			if code := p.wait(t, time.Minute); code != tt.wantCode {
+				t.Errorf("got exit code %d, want %d; stderr: %s", code, tt.wantCode, p.stderr.String())
+			}
+			if got := p.stdout.String(); got != tt.wantOut {
+				t.Errorf("got stdout %q, want %q", got, tt.wantOut)
+			}
+			if got := p.stderr.String(); got != tt.wantErr {
+				t.Errorf("got stderr %q, want %q", got, tt.wantErr)
+			}
+			k.assertNoLease(t)
+		})
+	}
+}
+
+// TestRunGivesTheCommandItsHolderAndToken checks LEASELOCK_HOLDER and
+// LEASELOCK_TOKEN against the Lease while the command runs.
+func TestRunGivesTheCommandItsHolderAndToken(t *testing.T) {
+	k := newCluster(t)
+	done := filepath.Join(t.TempDir(), "done")
+	p := k.start(t, "", "run", "env", "--identity", "job-7", "--",
+		"sh", "-c", `echo "$LEASELOCK_HOLDER $LEASELOCK_TOKEN"; while [ ! -e "$1" ]; do sleep 0.05; done`, "sh", done)
+	lease := k.waitForHolder(t, "env")
+	waitFor(t, "the command's output", func() bool { return strings.Contains(p.stdout.String(), "\n") })
+	got := strings.Fields(p.stdout.String())
+	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
+	if len(got) != 2 || got[0] != holder {
+		t.Fatalf("got LEASELOCK_HOLDER and LEASELOCK_TOKEN %q, want the Lease's holder %q and a token", got, holder)
+	}
+	if id, ok := strings.CutPrefix(holder, "job-7_"); !ok || uuid.Validate(id) != nil {
+		t.Errorf("got holder %q, want --identity job-7, an underscore and a UUID", holder)
+	}
+	// The token is the resourceVersion of the write that acquired the lock:
+	// the Lease's own, unless a renewal wrote it since.
+	if token, err := strconv.ParseUint(got[1], 10, 64); err != nil || token == 0 {
+		t.Errorf("got token %q, want a resourceVersion", got[1])
+	}
+	if lease.ResourceVersion != got[1] && lease.Spec.RenewTime.Equal(lease.Spec.AcquireTime) {
+		t.Errorf("got token %q, want the Lease's resourceVersion %q", got[1], lease.ResourceVersion)
+	}
+	if err := os.WriteFile(done, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, time.Minute); code != 0 {
+		t.Fatalf("got exit code %d, want 0; stderr: %s", code, p.stderr.String())
+	}
+	k.assertNoLease(t)
+}
+
+// TestRunWhileHeld: with another holder, --wait 0 and a short --wait exit
+// 75 and run nothing; a waiter without --wait gets the lock as soon as the
+// holder's command ends; and a SIGTERM to the holder's leaselock reaches
+// its command, after which no Lease is left.
+func TestRunWhileHeld(t *testing.T) {
+	k := newCluster(t)
+	log := filepath.Join(t.TempDir(), "log")
+	holder := k.start(t, "", "run", "held", "--", "sh", "-c", `echo holder >> "$1"; exec sleep 60`, "sh", log)
+	k.waitForHolder(t, "held")
+
+	for _, wait := range []string{"0", "1s"} {
+		start := time.Now()
+		code, _, stderr := k.run(t, "run", "held", "--wait", wait, "--", "sh", "-c", `echo "must not run" >> "$1"`, "sh", log)
+		if code != exitHeld {
+			t.Errorf("--wait %s: got exit code %d, want %d; stderr: %s", wait, code, exitHeld, stderr)
+		}
+		if !strings.Contains(stderr, "held by") {
+			t.Errorf("--wait %s: got stderr %q, want it to name the holder", wait, stderr)
+		}
+		if wait == "1s" && time.Since(start) < time.Second {
+			t.Errorf("--wait 1s: gave up after %v", time.Since(start))
+		}
+	}
+
+	waiter := k.start(t, "", "run", "held", "--", "sh", "-c", `echo waiter >> "$1"`, "sh", log)
+	time.Sleep(time.Second)
+	select {
+	case <-waiter.exited:
+		t.Fatalf("the waiter exited with %d while the lock was held; stderr: %s", waiter.code, waiter.stderr.String())
+	default:
+	}
+	if err := holder.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// sleep dies of the SIGTERM passed on, and leaselock exits as a shell
+	// would report it.
+	if code := holder.wait(t, 10*time.Second); code != 128+int(syscall.SIGTERM) {
+		t.Errorf("holder: got exit code %d, want %d; stderr: %s", code, 128+int(syscall.SIGTERM), holder.stderr.String())
+	}
+	ended := time.Now()
+	if code := waiter.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("waiter: got exit code %d, want 0; stderr: %s", code, waiter.stderr.String())
+	}
+	// Watching the Lease, the waiter is woken by its deletion.
+	if d := time.Since(ended); d > 3*time.Second {
+		t.Errorf("the waiter ended %v after the holder, want it woken at the release", d)
+	}
+	if got, _ := os.ReadFile(log); string(got) != "holder\nwaiter\n" {
+		t.Errorf("got the commands' log %q, want the holder's line then the waiter's", got)
+	}
+	k.assertNoLease(t)
+}
+
+// TestRunInterruptedWhileWaiting: a SIGINT to a run that waits for its lock
+// ends the wait, with 130, and it leaves no Lease of its own.
+func TestRunInterruptedWhileWaiting(t *testing.T) {
+	k := newCluster(t)
+	holder := k.start(t, "", "run", "busy", "--", "sleep", "60")
+	k.waitForHolder(t, "busy")
+	waiter := k.start(t, "", "run", "busy", "--", "echo", "must not run")
+	time.Sleep(time.Second)
+	if err := waiter.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := waiter.wait(t, 10*time.Second); code != 128+int(syscall.SIGINT) {
+		t.Errorf("got exit code %d, want %d; stderr: %s", code, 128+int(syscall.SIGINT), waiter.stderr.String())
+	}
+	if out := waiter.stdout.String(); out != "" {
+		t.Errorf("the command ran: stdout %q", out)
+	}
+	if err := holder.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	holder.wait(t, 10*time.Second)
+	k.assertNoLease(t)
+}
+
+// TestRunLockTakenByForce writes another holder into a held Lease: the
+// command is stopped within about a renewal period plus --grace, by SIGTERM,
+// or by SIGKILL when it ignores SIGTERM, and run exits 124.
+func TestRunLockTakenByForce(t *testing.T) {
+	k := newCluster(t)
+	const lease, grace = 3 * time.Second, time.Second
+	tests := []struct {
+		name    string
+		script  string
+		minTime time.Duration
+	}{
+		{"stops at SIGTERM", `echo started; exec sleep 60`, 0},
+		{"ignores SIGTERM", `trap "" TERM; echo started; while :; do sleep 0.1; done`, grace},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := "taken-" + strconv.Itoa(i)
+			p := k.start(t, "", "run", name, "--lease", lease.String(), "--grace", grace.String(), "--", "sh", "-c", tt.script)
+			waitFor(t, "the command to start", func() bool { return p.stdout.String() != "" })
+			l := k.waitForHolder(t, name)
+			l.Spec.HolderIdentity = ptr.To("intruder")
+			if err := k.c.Update(context.Background(), l); err != nil {
+				t.Fatal(err)
+			}
+			taken := time.Now()
+			// A renewal every third of the lease finds the intruder.
+			bound := lease/3 + grace + 2*time.Second
+			code := p.wait(t, time.Minute)
+			took := time.Since(taken)
+			if code != exitLost {
+				t.Errorf("got exit code %d, want %d; stderr: %s", code, exitLost, p.stderr.String())
+			}
+			if took > bound || took < tt.minTime {
+				t.Errorf("the run ended %v after the takeover, want between %v and %v", took, tt.minTime, bound)
+			}
+			if !strings.Contains(p.stderr.String(), "lost while the command ran") {
+				t.Errorf("got stderr %q, want it to say the lock was lost", p.stderr.String())
+			}
+			// The release left the intruder's Lease alone.
+			if l := k.lease(t, name); l == nil || ptr.Deref(l.Spec.HolderIdentity, "") != "intruder" {
+				t.Errorf("got Lease %v after the run, want the intruder's", l)
+			}
+			if err := k.c.Delete(context.Background(), l); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// waitFor polls cond for up to 30s, and fails t with what when it never
+// holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 30s for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
