@@ -28,7 +28,7 @@ func execute(program string, args []string, streams genericiooptions.IOStreams) 
 		failCode = exitFailed
 	}
 	if !silent(err) {
-		fmt.Fprintf(streams.ErrOut, "%s: %v\n", root.Name(), err)
+		fmt.Fprintf(streams.ErrOut, "%s: %v\n", root.DisplayName(), err)
 	}
 	return exitCode(err, failCode)
 }

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+// TestBadInput runs command lines that cannot work, in the test's process,
+// against a kubeconfig whose server counts requests: each gets its exit
+// code and a message that names what is wrong, and sends no request.
+func TestBadInput(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, "no requests expected", http.StatusTeapot)
+	}))
+	t.Cleanup(srv.Close)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	config := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: " + srv.URL + "}}]\n" +
+		"contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {token: x}}]\n"
+	if err := os.WriteFile(kubeconfig, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"invalid lock name", []string{"run", "Foo_Bar", "--", "true"}, exitFailed, `invalid lock name "Foo_Bar"`},
+		{"no command", []string{"run", "job"}, exitFailed, "requires at least 2 arg(s)"},
+		{"two names", []string{"run", "a", "b", "--", "true"}, exitFailed, "one lock name before --"},
+		{"negative wait", []string{"run", "job", "--wait", "-1s", "--", "true"}, exitFailed, "--wait -1s: want 0 or more"},
+		{"lease under a second", []string{"run", "job", "--lease", "500ms", "--", "true"}, exitFailed, "--lease 500ms: want at least 1s"},
+		{"grace over half the lease", []string{"run", "job", "--lease", "10s", "--grace", "6s", "--", "true"}, exitFailed, "--grace 6s: want at most half of --lease 10s"},
+		{"bad duration", []string{"run", "job", "--wait", "soon", "--", "true"}, exitFailed, `invalid argument "soon"`},
+		{"unknown flag", []string{"run", "job", "--wiat", "1s", "--", "true"}, exitFailed, "unknown flag: --wiat"},
+		{"command not found", []string{"run", "job", "--", "no-such-command-here"}, exitNotFound, `"no-such-command-here": executable file not found`},
+		{"command not executable", []string{"run", "job", "--", kubeconfig}, exitCannotRun, "permission denied"},
+		{"invalid namespace", []string{"run", "job", "-n", "Bad_NS", "--", "true"}, exitFailed, `invalid namespace "Bad_NS"`},
+		{"status: invalid lock name", []string{"status", "a/b"}, exitError, `invalid lock name "a/b"`},
+		{"status: unknown output", []string{"status", "-o", "xml"}, exitError, `unable to match a printer suitable for the output format "xml"`},
+		{"status: two names", []string{"status", "a", "b"}, exitError, "accepts at most 1 arg(s)"},
+		{"unlock: without --force", []string{"unlock", "job"}, exitError, "pass --force"},
+		{"unlock: invalid lock name", []string{"unlock", "a/b", "--force"}, exitError, `invalid lock name "a/b"`},
+		{"unlock: unknown flag", []string{"unlock", "-x", "--force"}, exitError, "unknown shorthand flag: 'x'"},
+		{"unknown command", []string{"lock", "job"}, exitError, `unknown command "lock"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+			args := append([]string{"--kubeconfig", kubeconfig}, tt.args...)
+			if code := execute("leaselock", args, streams); code != tt.wantCode {
+				t.Errorf("got exit code %d, want %d; stderr: %s", code, tt.wantCode, errOut.String())
+			}
+			if !strings.HasPrefix(errOut.String(), "leaselock: ") || !strings.Contains(errOut.String(), tt.wantErr) {
+				t.Errorf("got stderr %q, want %q after the program's name", errOut.String(), tt.wantErr)
+			}
+			if out.Len() != 0 {
+				t.Errorf("got stdout %q, want nothing", out.String())
+			}
+			if n := requests.Load(); n != 0 {
+				t.Fatalf("got %d requests, want none", n)
+			}
+		})
+	}
+}
+
+// TestKubectlPluginName: installed as kubectl-leaselock, the binary calls
+// itself "kubectl leaselock", as kubectl runs it, in its help and errors.
+func TestKubectlPluginName(t *testing.T) {
+	var out, errOut bytes.Buffer
+	streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+	if code := execute("kubectl-leaselock", []string{"run", "--help"}, streams); code != 0 {
+		t.Fatalf("got exit code %d; stderr: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "kubectl leaselock run NAME [flags] -- COMMAND [ARGS...]") {
+		t.Errorf("got help\n%s\nwant the usage of kubectl leaselock run", out.String())
+	}
+}
