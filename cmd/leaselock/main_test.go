@@ -27,6 +27,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(countSignals())
+	}
 	dir, err := os.MkdirTemp("", "leaselock-bin-")
 	if err != nil {
 		panic(err)
