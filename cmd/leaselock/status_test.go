@@ -51,7 +51,7 @@ func TestStatus(t *testing.T) {
 
 	code, out, _ = k.run(t, "status", "-o", "json")
 	var list struct {
-		Kind  string                  `json:"kind"`
+		Kind  string                 `json:"kind"`
 		Items []coordinationv1.Lease `json:"items"`
 	}
 	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
