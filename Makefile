@@ -108,6 +108,18 @@ $(ETCD): hack/tools/etcd/go.mod hack/tools/etcd/main.go
 	@mv $@.tmp $@
 	@echo ">> etcd ready"
 
+# kubectl, for the test that runs the leaselock command as the kubectl
+# plugin "kubectl leaselock" (cmd/leaselock): built from its module, as the
+# API server is.
+KUBECTL := $(BIN)/kubectl
+export LEASELOCK_KUBECTL := $(KUBECTL)
+
+$(KUBECTL): hack/tools/kubectl/go.mod hack/tools/kubectl/main.go
+	@mkdir -p $(BIN)
+	@echo ">> building kubectl into $(BIN) (first build: about a minute)"
+	@cd hack/tools/kubectl && CGO_ENABLED=0 $(GO) build -v -o $@.tmp . 2>&1 | $(PROGRESS)
+	@mv $@.tmp $@
+
 # Named by the Go version that builds it: staticcheck must understand the Go
 # it checks, so a new Go builds a new one, and the old can be deleted.
 STATICCHECK := $(BIN)/staticcheck-$(shell $(GO) env GOVERSION)
@@ -130,7 +142,7 @@ SERVER_PKGS = $(shell $(GO) list -f '{{.ImportPath}}{{range .TestImports}} {{.}}
 	| awk '/ github.com\/leaselock\/leaselock\/internal\/(testenv|localapi|exampletest)( |$$)/ { print $$1 }')
 
 .PHONY: test
-test: lint $(if $(USER_ASSETS),,envtest-bins-all) ## Every test, against every supported kube-apiserver release (the other tests once).
+test: lint $(if $(USER_ASSETS),,envtest-bins-all) $(KUBECTL) ## Every test, against every supported kube-apiserver release (the other tests once).
 	@$(if $(RACE),,echo ">> no C compiler found: the tests run without the race detector (install gcc for it)")
 	@for v in $(TEST_VERSIONS); do \
 		if [ "$$v" = user ]; then dir="$(USER_ASSETS)"; else dir="$(K8S_BIN)/$$v"; fi; \
@@ -186,10 +198,20 @@ torture: envtest-bins ## The reliability suite at soak size (docs/reliability.md
 	$(GO) test -run '^$$' -fuzz '^FuzzLockName$$' -fuzztime $(FUZZTIME) ./withlock
 
 .PHONY: demo
-demo: envtest-bins ## Replicas contending on a local API server, with the lock and then without.
+demo: envtest-bins ## Replicas contending on a local API server, with the lock and then without; then demo-command.
 	@$(GO) build -o $(BIN)/configmap-counter ./examples/configmap-counter
 	$(BIN)/configmap-counter --replicas 4 --increments 25
 	$(BIN)/configmap-counter --replicas 4 --increments 25 --no-lock
+	@$(MAKE) --no-print-directory demo-command
+
+.PHONY: leaselock
+leaselock: ## Build the leaselock command into bin/, with bin/kubectl-leaselock, the same binary as a kubectl plugin.
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/leaselock ./cmd/leaselock
+	@ln -sf leaselock $(BIN)/kubectl-leaselock
+
+.PHONY: demo-command
+demo-command: envtest-bins leaselock ## Processes that serialise a shell command with leaselock run, then the same without it.
+	$(GO) run ./examples/leaselock-command/demo --leaselock $(BIN)/leaselock
 
 .PHONY: clean
 clean: ## Remove built binaries (the API server build takes minutes to redo), and make bench-ab's copy of the library.

@@ -2,15 +2,23 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/utils/ptr"
+
+	"github.com/leaselock/leaselock/internal/testenv"
 )
 
 // TestBadInput runs command lines that cannot work, in the test's process,
@@ -87,4 +95,54 @@ func TestKubectlPluginName(t *testing.T) {
 	if !strings.Contains(out.String(), "kubectl leaselock run NAME [flags] -- COMMAND [ARGS...]") {
 		t.Errorf("got help\n%s\nwant the usage of kubectl leaselock run", out.String())
 	}
+}
+
+// TestKubectlPlugin runs the binary as kubectl runs a plugin: installed on
+// the PATH as kubectl-leaselock, `kubectl leaselock` runs it. kubectl is
+// built by make ($LEASELOCK_KUBECTL); without it the test skips, except in
+// CI.
+func TestKubectlPlugin(t *testing.T) {
+	kubectl := os.Getenv("LEASELOCK_KUBECTL")
+	if _, err := os.Stat(kubectl); kubectl == "" || err != nil {
+		if testenv.InCI() {
+			t.Fatalf("in CI (CI is set) and no kubectl at $LEASELOCK_KUBECTL (%q): make test builds it", kubectl)
+		}
+		t.Skipf("no kubectl at $LEASELOCK_KUBECTL (%q): make test builds it", kubectl)
+	}
+	k := newCluster(t)
+	plugins := t.TempDir()
+	if err := os.Symlink(built, filepath.Join(plugins, "kubectl-leaselock")); err != nil {
+		t.Fatal(err)
+	}
+	kubectlRun := func(args ...string) (string, error) {
+		cmd := exec.Command(kubectl, args...)
+		cmd.Env = append(os.Environ(), "PATH="+plugins+string(os.PathListSeparator)+os.Getenv("PATH"), "KUBECONFIG="+k.kubeconfig)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	out, err := kubectlRun("plugin", "list")
+	if err != nil || !strings.Contains(out, filepath.Join(plugins, "kubectl-leaselock")) {
+		t.Fatalf("kubectl plugin list: %v\n%s\nwant it to list kubectl-leaselock", err, out)
+	}
+	out, err = kubectlRun("leaselock", "run", "plugin", "--", "sh", "-c", `echo "held by $LEASELOCK_HOLDER"`)
+	if err != nil || !strings.HasPrefix(out, "held by ") {
+		t.Fatalf("kubectl leaselock run: %v\n%s", err, out)
+	}
+	p := k.start(t, "", "run", "plugin", "--", "sleep", "60")
+	holder := ptr.Deref(k.waitForHolder(t, "plugin").Spec.HolderIdentity, "")
+	out, err = kubectlRun("leaselock", "status")
+	if err != nil || !regexp.MustCompile(`(?m)^plugin +`+regexp.QuoteMeta(holder)+` `).MatchString(out) {
+		t.Fatalf("kubectl leaselock status: %v\n%s\nwant the lock plugin held by %s", err, out, holder)
+	}
+	out, err = kubectlRun("leaselock", "run", "plugin", "--wait", "0", "--", "true")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitHeld || !strings.HasPrefix(out, "kubectl leaselock: ") {
+		t.Errorf("kubectl leaselock run of a held lock: got %v and\n%s\nwant exit code %d and an error of kubectl leaselock", err, out, exitHeld)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t, 10*time.Second)
+	k.assertNoLease(t)
 }
