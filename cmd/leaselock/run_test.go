@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/uuid"
 	"k8s.io/utils/ptr"
+
+	"github.com/leaselock/leaselock/internal/testenv"
 )
 
 // TestRunPassesTheCommandThrough runs commands under a lock: their exit
@@ -221,4 +223,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestRunWithTheExampleRole runs, waits for and shows a lock as a user
+// with only the Role of examples/leaselock-command/rbac.yaml.
+func TestRunWithTheExampleRole(t *testing.T) {
+	k := newCluster(t)
+	testenv.Grant(t, k.c, k.ns, "lock-job", testenv.ReadRole(t, "../../examples/leaselock-command/rbac.yaml"))
+	user := &cluster{c: k.c, ns: k.ns, kubeconfig: testenv.KubeConfig(t, testenv.UserConfig(t, "lock-job"), k.ns)}
+	holder := user.start(t, "", "run", "role", "--", "sleep", "60")
+	k.waitForHolder(t, "role")
+	waiter := user.start(t, "", "run", "role", "--", "echo", "waited")
+	if code, out, stderr := user.run(t, "status"); code != 0 || !strings.HasPrefix(strings.Split(out, "\n")[1], "role ") {
+		t.Errorf("status: got exit code %d, stdout %q, stderr %q; want the lock role", code, out, stderr)
+	}
+	if err := holder.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	holder.wait(t, 10*time.Second)
+	if code := waiter.wait(t, 10*time.Second); code != 0 || waiter.stdout.String() != "waited\n" {
+		t.Errorf("waiter: got exit code %d and stdout %q; stderr: %s", code, waiter.stdout.String(), waiter.stderr.String())
+	}
+	for _, p := range []*proc{holder, waiter} {
+		if strings.Contains(p.stderr.String(), "forbidden") {
+			t.Errorf("got stderr %q, want no request forbidden", p.stderr.String())
+		}
+	}
+	k.assertNoLease(t)
 }
