@@ -39,17 +39,24 @@ func (r runResult) String() string {
 
 // runCommand starts cmd through the relay, which passes signals on to it,
 // and waits for it to exit. When ctx ends first (the lock is lost) it sends
-// cmd SIGTERM, and SIGKILL after grace on clk. A signal that ended the wait
-// for the lock before cmd could start leaves cmd unstarted.
+// cmd SIGTERM, and SIGKILL after grace on clk; then SIGKILL to what cmd
+// started and left. A signal that ended the wait for the lock before cmd
+// could start leaves cmd unstarted.
+//
+// Unless leaselock runs in a terminal's foreground, cmd gets a process
+// group of its own, and the signals reach the whole group.
 func runCommand(ctx context.Context, r *relay, cmd *exec.Cmd, grace time.Duration, clk clock.Clock) runResult {
+	group := !inTerminalForeground()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group}
 	setOrphanSignal(cmd)
-	if err := r.start(cmd); err != nil {
+	proc, err := r.start(cmd, group)
+	if err != nil {
 		if errors.Is(err, errInterrupted) {
 			return runResult{}
 		}
 		return runResult{startErr: err}
 	}
-	defer r.ended()
+	defer r.commandExited()
 	res := runResult{started: true}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -60,7 +67,7 @@ func runCommand(ctx context.Context, r *relay, cmd *exec.Cmd, grace time.Duratio
 	case <-ctx.Done():
 	}
 	res.stopped = true
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = proc.signal(syscall.SIGTERM)
 	t := clk.NewTimer(grace)
 	defer t.Stop()
 	select {
@@ -68,9 +75,11 @@ func runCommand(ctx context.Context, r *relay, cmd *exec.Cmd, grace time.Duratio
 		res.code = exitCodeOf(err)
 	case <-t.C():
 		res.killed = true
-		_ = cmd.Process.Kill()
+		_ = proc.signal(syscall.SIGKILL)
 		res.code = exitCodeOf(<-exited)
 	}
+	// What the command started must not outlive its lock either.
+	proc.killLeftovers()
 	return res
 }
 

@@ -1,15 +1,24 @@
 package main
 
-// Where the commands work: the cluster and the namespace of the locks, found
-// as kubectl finds them.
+// Where the commands work, found as kubectl finds it: the cluster and the
+// namespace of the locks; whether the cluster answers; and the log.
 
 import (
+	"context"
 	"fmt"
+	"time"
 
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2/textlogger"
 
 	"github.com/leaselock/leaselock/resourcelock"
 )
+
+// reachTimeout bounds the request that checks the API server answers,
+// unless --request-timeout sets a bound.
+const reachTimeout = 10 * time.Second
 
 // target returns the REST config and the namespace of the locks, as kubectl
 // finds them: the cluster from --kubeconfig, $KUBECONFIG or ~/.kube/config,
@@ -30,4 +39,30 @@ func (g *globals) target() (*rest.Config, string, error) {
 		return nil, "", err
 	}
 	return cfg, ns, nil
+}
+
+// reach checks, with one request (GET /version) bounded by --request-timeout
+// or reachTimeout, that the API server of cfg answers and takes its
+// credentials: a waiter would otherwise retry a server it cannot reach for
+// as long as it waits for the lock, without a word.
+func reach(ctx context.Context, cfg *rest.Config) error {
+	timeout := reachTimeout
+	if cfg.Timeout > 0 {
+		timeout = cfg.Timeout
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("client for %s: %w", cfg.Host, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := dc.RESTClient().Get().AbsPath("/version").Do(ctx).Error(); err != nil {
+		return fmt.Errorf("the API server at %s does not answer: %w", cfg.Host, err)
+	}
+	return nil
+}
+
+// logger logs to stderr, in klog's format, at the -v level.
+func (g *globals) logger() logr.Logger {
+	return textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(g.verbosity), textlogger.Output(g.streams.ErrOut)))
 }

@@ -47,6 +47,7 @@ func TestBadInput(t *testing.T) {
 		{"invalid lock name", []string{"run", "Foo_Bar", "--", "true"}, exitFailed, `invalid lock name "Foo_Bar"`},
 		{"no command", []string{"run", "job"}, exitFailed, "requires at least 2 arg(s)"},
 		{"two names", []string{"run", "a", "b", "--", "true"}, exitFailed, "one lock name before --"},
+		{"no name before --", []string{"run", "--", "sh", "-c", "true"}, exitFailed, "want the lock's NAME before --"},
 		{"negative wait", []string{"run", "job", "--wait", "-1s", "--", "true"}, exitFailed, "--wait -1s: want 0 or more"},
 		{"lease under a second", []string{"run", "job", "--lease", "500ms", "--", "true"}, exitFailed, "--lease 500ms: want at least 1s"},
 		{"grace over half the lease", []string{"run", "job", "--lease", "10s", "--grace", "6s", "--", "true"}, exitFailed, "--grace 6s: want at most half of --lease 10s"},
@@ -81,6 +82,29 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("got %d requests, want none", n)
 			}
 		})
+	}
+}
+
+// TestRunWithoutAPIServer: a run whose API server does not answer exits
+// 125 at once, rather than wait for a lock it cannot see.
+func TestRunWithoutAPIServer(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close() // its port now refuses connections
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	config := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: " + srv.URL + "}}]\n" +
+		"contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {token: x}}]\n"
+	if err := os.WriteFile(kubeconfig, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+	start := time.Now()
+	code := execute("leaselock", []string{"--kubeconfig", kubeconfig, "run", "job", "--", "true"}, streams)
+	if code != exitFailed || !strings.Contains(errOut.String(), "does not answer") {
+		t.Errorf("got exit code %d and stderr %q, want %d and that the server does not answer", code, errOut.String(), exitFailed)
+	}
+	if d := time.Since(start); d > reachTimeout {
+		t.Errorf("took %v, want an answer within %v", d, reachTimeout)
 	}
 }
 

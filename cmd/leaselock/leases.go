@@ -12,6 +12,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
+// managedBy is the value of resourcelock.ManagedByLabel on the Leases of
+// leaselock's locks.
+const managedBy = "leaselock"
+
 // leaseClient returns a client for the Leases of the locks' namespace, and
 // the namespace.
 func leaseClient(g *globals) (client.Client, string, error) {

@@ -6,6 +6,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/leaselock/leaselock/internal/exampletest"
@@ -163,6 +165,24 @@ func (k *cluster) waitForHolder(t *testing.T, name string) *coordinationv1.Lease
 	}
 	t.Fatalf("lock %s not held after 30s", name)
 	return nil
+}
+
+// takeOver writes holder into the Lease of lock name, as another process
+// taking it by force would, retrying on the Conflicts of the holder's
+// renewals.
+func (k *cluster) takeOver(t *testing.T, name, holder string) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l := k.lease(t, name)
+		if l == nil {
+			return fmt.Errorf("lock %s is free", name)
+		}
+		l.Spec.HolderIdentity = &holder
+		return k.c.Update(context.Background(), l)
+	})
+	if err != nil {
+		t.Fatalf("take lock %s over: %v", name, err)
+	}
 }
 
 // assertNoLease fails t when any Lease is left in the namespace.

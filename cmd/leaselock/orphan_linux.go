@@ -7,10 +7,8 @@ import (
 
 // setOrphanSignal has the kernel kill the command if leaselock dies first
 // (SIGKILL, out of memory): no one would renew its lock, and another process
-// could take the lock while it still runs.
+// could take the lock while it still runs. Only the command's own process:
+// what it started runs on. cmd.SysProcAttr must be set.
 func setOrphanSignal(cmd *exec.Cmd) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 }

@@ -17,6 +17,19 @@ import (
 // would end leaselock and leave its lock held until it expires).
 var relayed = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 
+// notIgnored returns the relayed signals that leaselock's process does not
+// ignore: one that nohup, or a shell for a background job, made leaselock
+// ignore stays ignored, by leaselock and by the command.
+func notIgnored() []os.Signal {
+	var sigs []os.Signal
+	for _, s := range relayed {
+		if !signal.Ignored(s) {
+			sigs = append(sigs, s)
+		}
+	}
+	return sigs
+}
+
 // errInterrupted is the cause of the relay's ctx when a signal ended the
 // wait for the lock.
 var errInterrupted = errors.New("interrupted by a signal")
@@ -48,7 +61,7 @@ type relay struct {
 	// sig is the signal that interrupted the wait.
 	sig syscall.Signal
 	// proc is the command's process, while it runs.
-	proc *os.Process
+	proc process
 }
 
 // startRelay takes the relayed signals, and returns the relay and a ctx
@@ -56,7 +69,9 @@ type relay struct {
 func startRelay(parent context.Context) (*relay, context.Context) {
 	ctx, cancel := context.WithCancelCause(parent)
 	r := &relay{signals: make(chan os.Signal, 4), cancel: cancel, done: make(chan struct{})}
-	signal.Notify(r.signals, relayed...)
+	if sigs := notIgnored(); len(sigs) > 0 {
+		signal.Notify(r.signals, sigs...)
+	}
 	go r.loop()
 	return r, ctx
 }
@@ -78,31 +93,32 @@ func (r *relay) handle(sig syscall.Signal) {
 		r.cancel(errInterrupted)
 	case running:
 		if !sentToCommandToo(sig) {
-			_ = r.proc.Signal(sig)
+			_ = r.proc.signal(sig)
 		}
 	}
 }
 
-// start starts cmd unless a signal ended the wait (errInterrupted); from
-// then on signals are passed on to it.
-func (r *relay) start(cmd *exec.Cmd) error {
+// start starts cmd unless a signal ended the wait (errInterrupted), and
+// returns its process; from then on signals are passed on to it, and to its
+// process group when group is set (cmd must then have one of its own).
+func (r *relay) start(cmd *exec.Cmd, group bool) (process, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.state == interrupted {
-		return errInterrupted
+		return process{}, errInterrupted
 	}
 	if err := cmd.Start(); err != nil {
-		return err
+		return process{}, err
 	}
-	r.state, r.proc = running, cmd.Process
-	return nil
+	r.state, r.proc = running, process{proc: cmd.Process, group: group}
+	return r.proc, nil
 }
 
-// ended records that the command exited.
-func (r *relay) ended() {
+// commandExited records that the command exited.
+func (r *relay) commandExited() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.state, r.proc = ended, nil
+	r.state, r.proc = ended, process{}
 }
 
 // signalled returns the signal that ended the wait for the lock, or 0.

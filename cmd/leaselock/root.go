@@ -4,11 +4,9 @@ package main
 // subcommands.
 
 import (
-	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/klog/v2/textlogger"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -51,9 +49,4 @@ when it exits.`,
 	}
 	root.AddCommand(newRunCommand(g), newStatusCommand(g), newUnlockCommand(g))
 	return root
-}
-
-// logger logs to stderr, in klog's format, at the -v level.
-func (g *globals) logger() logr.Logger {
-	return textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(g.verbosity), textlogger.Output(g.streams.ErrOut)))
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"k8s.io/utils/clock"
 
 	"github.com/leaselock/leaselock/resourcelock"
@@ -85,18 +86,21 @@ found.`,
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&o.wait, "wait", forever, "how long to wait for the lock when another holds it; 0 gives up at once (default: until it is free)")
+	f.DurationVar(&o.wait, "wait", forever, "how long to wait for the lock when another holds it; 0 gives up at once")
 	f.DurationVar(&o.lease, "lease", resourcelock.DefaultLeaseDuration, "the lease: how long the lock outlives a run that stopped renewing it (at least 1s, in whole seconds)")
-	f.DurationVar(&o.grace, "grace", 0, "time between SIGTERM and SIGKILL when the lock is lost, at most half of --lease; the command is stopped this long before its lease could expire (default: a fifth of --lease)")
+	f.DurationVar(&o.grace, "grace", 0, "time between SIGTERM and SIGKILL when the lock is lost, at most half of --lease; the command is told to stop at least this long before its lease could expire (default: a fifth of --lease)")
 	f.StringVar(&o.identity, "identity", "", "the first part of the holder ID that the Lease shows (default: $POD_NAME, else the hostname)")
-	// Hidden from the usage line's [flags]: "wait" is shown as forever.
+	// Shown in the help instead of forever's hours.
 	f.Lookup("wait").DefValue = "until free"
 	return cmd
 }
 
 // complete reads the arguments and checks every flag, before any request.
 func (o *runOptions) complete(cmd *cobra.Command, args []string) error {
-	if dash := cmd.ArgsLenAtDash(); dash > 1 {
+	switch dash := cmd.ArgsLenAtDash(); {
+	case dash == 0:
+		return errors.New("want the lock's NAME before --")
+	case dash > 1:
 		return fmt.Errorf("one lock name before --, got %d: %q", dash, args[:dash])
 	}
 	o.name, o.argv = args[0], args[1:]
@@ -119,7 +123,7 @@ func (o *runOptions) validate() error {
 	case o.grace < 0:
 		return fmt.Errorf("--grace %v: want 0 or more", o.grace)
 	case o.grace > o.lease/2:
-		return fmt.Errorf("--grace %v: want at most half of --lease %v: the command is stopped --grace before its lease could expire, and the lock is renewed every third of the lease", o.grace, o.lease)
+		return fmt.Errorf("--grace %v: want at most half of --lease %v: the command is told to stop --grace before its lease could expire, and a longer grace would leave the renewals no time", o.grace, o.lease)
 	}
 	return nil
 }
@@ -138,6 +142,9 @@ func (o *runOptions) run(ctx context.Context, g *globals) error {
 	}
 	cfg, ns, err := g.target()
 	if err != nil {
+		return err
+	}
+	if err := reach(ctx, cfg); err != nil {
 		return err
 	}
 	locker, err := withlock.NewForConfig(cfg, ns,
@@ -187,7 +194,8 @@ func (o *runOptions) exit(ns string, ran runResult, sig syscall.Signal, err erro
 	case ran.startErr != nil:
 		return withCode(exitCannotRun, ran.startErr)
 	case sig != 0:
-		return withCode(exitSignalBase+int(sig), fmt.Errorf("interrupted by %v while waiting for lock %s", sig, lock))
+		// err may say that a Lease stays, after a write the signal cut off.
+		return withCode(exitSignalBase+int(sig), fmt.Errorf("interrupted by %s while waiting for lock %s: %w", unix.SignalName(sig), lock, err))
 	case errors.Is(err, resourcelock.ErrLockHeld):
 		return withCode(exitHeld, err)
 	}

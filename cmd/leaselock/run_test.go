@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -129,8 +132,9 @@ func TestRunWhileHeld(t *testing.T) {
 	if code := waiter.wait(t, 10*time.Second); code != 0 {
 		t.Errorf("waiter: got exit code %d, want 0; stderr: %s", code, waiter.stderr.String())
 	}
-	// Watching the Lease, the waiter is woken by its deletion.
-	if d := time.Since(ended); d > 3*time.Second {
+	// Watching the Lease, the waiter is woken by its deletion, not by a
+	// poll (every 5s at most, when retries back off).
+	if d := time.Since(ended); d > 6*time.Second {
 		t.Errorf("the waiter ended %v after the holder, want it woken at the release", d)
 	}
 	if got, _ := os.ReadFile(log); string(got) != "holder\nwaiter\n" {
@@ -156,6 +160,10 @@ func TestRunInterruptedWhileWaiting(t *testing.T) {
 	if out := waiter.stdout.String(); out != "" {
 		t.Errorf("the command ran: stdout %q", out)
 	}
+	// Not the default action of SIGINT, which would exit 130 too.
+	if !strings.Contains(waiter.stderr.String(), "interrupted by SIGINT while waiting for lock "+k.ns+"/busy") {
+		t.Errorf("got stderr %q, want it to say the wait was interrupted", waiter.stderr.String())
+	}
 	if err := holder.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -176,20 +184,21 @@ func TestRunLockTakenByForce(t *testing.T) {
 	}{
 		{"stops at SIGTERM", `echo started; exec sleep 60`, 0},
 		{"ignores SIGTERM", `trap "" TERM; echo started; while :; do sleep 0.1; done`, grace},
+		// The shell dies of SIGTERM; the sleep it started must die too.
+		{"started a child", `sleep 60 & echo $! > "$1"; echo started; wait`, 0},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			name := "taken-" + strconv.Itoa(i)
-			p := k.start(t, "", "run", name, "--lease", lease.String(), "--grace", grace.String(), "--", "sh", "-c", tt.script)
+			childPID := filepath.Join(t.TempDir(), "pid")
+			p := k.start(t, "", "run", name, "--lease", lease.String(), "--grace", grace.String(), "--", "sh", "-c", tt.script, "sh", childPID)
 			waitFor(t, "the command to start", func() bool { return p.stdout.String() != "" })
-			l := k.waitForHolder(t, name)
-			l.Spec.HolderIdentity = ptr.To("intruder")
-			if err := k.c.Update(context.Background(), l); err != nil {
-				t.Fatal(err)
-			}
+			k.waitForHolder(t, name)
+			k.takeOver(t, name, "intruder")
 			taken := time.Now()
-			// A renewal every third of the lease finds the intruder.
-			bound := lease/3 + grace + 2*time.Second
+			// A renewal every third of the lease finds the intruder; the
+			// rest is slack for a loaded machine.
+			bound := lease/3 + grace + 5*time.Second
 			code := p.wait(t, time.Minute)
 			took := time.Since(taken)
 			if code != exitLost {
@@ -205,11 +214,30 @@ func TestRunLockTakenByForce(t *testing.T) {
 			if l := k.lease(t, name); l == nil || ptr.Deref(l.Spec.HolderIdentity, "") != "intruder" {
 				t.Errorf("got Lease %v after the run, want the intruder's", l)
 			}
-			if err := k.c.Delete(context.Background(), l); err != nil {
+			if pid, err := os.ReadFile(childPID); err == nil {
+				n, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+				if alive(n) {
+					_ = syscall.Kill(n, syscall.SIGKILL)
+					t.Errorf("the command's child %d outlived the lock", n)
+				}
+			}
+			if err := k.c.Delete(context.Background(), k.lease(t, name)); err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
+}
+
+// TestRunKeepsIgnoredSignalsIgnored: a signal that leaselock was started
+// ignoring, as nohup starts a program, stays ignored by the command.
+func TestRunKeepsIgnoredSignalsIgnored(t *testing.T) {
+	k := newCluster(t)
+	script := `trap "" HUP; exec "$0" --kubeconfig "$1" run nohup -- sh -c 'kill -HUP $$; echo alive'`
+	out, err := exec.Command("sh", "-c", script, built, k.kubeconfig).CombinedOutput()
+	if err != nil || string(out) != "alive\n" {
+		t.Errorf("got %v and output %q, want the command to outlive its SIGHUP", err, out)
+	}
+	k.assertNoLease(t)
 }
 
 // waitFor polls cond for up to 30s, and fails t with what when it never
@@ -234,7 +262,7 @@ func TestRunWithTheExampleRole(t *testing.T) {
 	holder := user.start(t, "", "run", "role", "--", "sleep", "60")
 	k.waitForHolder(t, "role")
 	waiter := user.start(t, "", "run", "role", "--", "echo", "waited")
-	if code, out, stderr := user.run(t, "status"); code != 0 || !strings.HasPrefix(strings.Split(out, "\n")[1], "role ") {
+	if code, out, stderr := user.run(t, "status"); code != 0 || !regexp.MustCompile(`(?m)^role `).MatchString(out) {
 		t.Errorf("status: got exit code %d, stdout %q, stderr %q; want the lock role", code, out, stderr)
 	}
 	if err := holder.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -250,4 +278,16 @@ func TestRunWithTheExampleRole(t *testing.T) {
 		}
 	}
 	k.assertNoLease(t)
+}
+
+// alive reports whether process pid runs: it exists and is no zombie
+// (an orphan waits as one until its new parent reaps it).
+func alive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command's name, in parentheses.
+	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
+	return !bytes.HasPrefix(bytes.TrimSpace(rest), []byte("Z"))
 }

@@ -119,7 +119,7 @@ func (o *statusOptions) read(ctx context.Context, c client.Client, ns string) ([
 		return []coordinationv1.Lease{*lease}, nil
 	}
 	var list coordinationv1.LeaseList
-	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{resourcelock.ManagedByLabel: "leaselock"}); err != nil {
+	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{resourcelock.ManagedByLabel: managedBy}); err != nil {
 		return nil, fmt.Errorf("list the locks of namespace %s: %w", ns, err)
 	}
 	slices.SortFunc(list.Items, func(a, b coordinationv1.Lease) int { return cmp.Compare(a.Name, b.Name) })

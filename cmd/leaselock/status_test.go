@@ -37,9 +37,9 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("got table\n%s\nwant a header and two rows", out)
 	}
 	for i, name := range []string{"alpha", "beta"} {
-		row := regexp.MustCompile(`^` + name + ` +` + regexp.QuoteMeta(holders[name]) + ` +\d+s +1[0-5]s +0$`)
+		row := regexp.MustCompile(`^` + name + ` +` + regexp.QuoteMeta(holders[name]) + ` +\d+s +\d+s +0$`)
 		if !row.MatchString(lines[i+1]) {
-			t.Errorf("got row %q, want %s, its holder, held for seconds, expiring in 10-15s, 0 handoffs", lines[i+1], name)
+			t.Errorf("got row %q, want %s, its holder, held for seconds, expiring in seconds, 0 handoffs", lines[i+1], name)
 		}
 	}
 

@@ -37,7 +37,8 @@ finds it gone, and a leaselock run then stops its command.
 
 Unlock shows the holder on stderr, and deletes the lock only while that holder
 has it (with --holder, only while ID has it): a lock that changed hands since
-is left alone, and unlock exits 1. A free lock is left alone, with exit 0.`,
+is left alone, and unlock exits 1. A free lock is left alone, with exit 0, and
+so is a Lease that leaselock does not manage (a leader election's), with exit 1.`,
 		Example: `  leaselock status db-migration
   leaselock unlock db-migration --force --holder migrate-7d9f_0c4e...`,
 		Args: cobra.ExactArgs(1),
@@ -78,6 +79,9 @@ func (o *unlockOptions) run(ctx context.Context, g *globals, c client.Client, ns
 	if lease == nil {
 		fmt.Fprintf(g.streams.ErrOut, "lock %s is free: nothing to unlock\n", lock)
 		return nil
+	}
+	if by := lease.Labels[resourcelock.ManagedByLabel]; by != managedBy {
+		return fmt.Errorf("the Lease of %s is not a leaselock lock (%s=%q): not deleted", lock, resourcelock.ManagedByLabel, by)
 	}
 	shown := ptr.Deref(lease.Spec.HolderIdentity, "")
 	if o.holder != "" && shown != o.holder {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -13,8 +14,9 @@ import (
 
 // TestUnlock takes a held lock away: without --force nothing is deleted;
 // with --holder of the holder status showed, a lock that changed hands since
-// is refused and left; with the holder it has now, it is deleted, and the
-// run that held it stops its command and exits 124.
+// is refused and left; with the holder it has now, it is deleted; a lock
+// unlocked under a running holder makes its run stop its command and exit
+// 124; and a Lease that leaselock does not manage is left alone.
 func TestUnlock(t *testing.T) {
 	k := newCluster(t)
 	p := k.start(t, "", "run", "stuck", "--lease", "3s", "--", "sleep", "60")
@@ -25,11 +27,11 @@ func TestUnlock(t *testing.T) {
 		t.Errorf("without --force: got exit code %d and stderr %q, want %d and a word on --force", code, stderr, exitError)
 	}
 
-	// The lock changes hands, by force.
-	l := k.lease(t, "stuck")
-	l.Spec.HolderIdentity = ptr.To("second")
-	if err := k.c.Update(context.Background(), l); err != nil {
-		t.Fatal(err)
+	// The lock changes hands, by force; the first holder's renewal finds
+	// it taken.
+	k.takeOver(t, "stuck", "second")
+	if code := p.wait(t, 15*time.Second); code != exitLost {
+		t.Errorf("the first holder's run: got exit code %d, want %d", code, exitLost)
 	}
 	code, _, stderr = k.run(t, "unlock", "stuck", "--force", "--holder", first)
 	if code != exitError || !strings.Contains(stderr, `held by "second"`) {
@@ -38,20 +40,40 @@ func TestUnlock(t *testing.T) {
 	if l := k.lease(t, "stuck"); l == nil || ptr.Deref(l.Spec.HolderIdentity, "") != "second" {
 		t.Fatalf("got Lease %v, want it left to its new holder", l)
 	}
-	// The first holder's renewal found the lock taken.
-	if code := p.wait(t, 10*time.Second); code != exitLost {
-		t.Errorf("the first holder's run: got exit code %d, want %d", code, exitLost)
-	}
-
 	code, out, stderr := k.run(t, "unlock", "stuck", "--force", "--holder", "second")
 	if code != 0 || !strings.Contains(out, `unlocked (was held by "second")`) {
 		t.Errorf("--holder of its holder: got exit code %d, stdout %q, stderr %q", code, out, stderr)
 	}
 	k.assertNoLease(t)
 
+	running := k.start(t, "", "run", "stuck", "--lease", "3s", "--", "sleep", "60")
+	k.waitForHolder(t, "stuck")
+	if code, _, stderr := k.run(t, "unlock", "stuck", "--force"); code != 0 {
+		t.Fatalf("unlock of a running holder: got exit code %d, stderr %q", code, stderr)
+	}
+	if code := running.wait(t, 15*time.Second); code != exitLost {
+		t.Errorf("the run whose lock was unlocked: got exit code %d, want %d; stderr: %s", code, exitLost, running.stderr.String())
+	}
+	k.assertNoLease(t)
+
 	code, _, stderr = k.run(t, "unlock", "stuck", "--force")
 	if code != 0 || !strings.Contains(stderr, "is free") {
 		t.Errorf("a free lock: got exit code %d and stderr %q, want 0 and that it is free", code, stderr)
+	}
+
+	election := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "controller", Namespace: k.ns},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("leader")}}
+	if err := k.c.Create(context.Background(), election); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := k.run(t, "unlock", "controller", "--force"); code != exitError || !strings.Contains(stderr, "not a leaselock lock") {
+		t.Errorf("a leader election's Lease: got exit code %d and stderr %q, want %d and a refusal", code, stderr, exitError)
+	}
+	if k.lease(t, "controller") == nil {
+		t.Fatal("the leader election's Lease was deleted")
+	}
+	if err := k.c.Delete(context.Background(), election); err != nil {
+		t.Fatal(err)
 	}
 }
 
