@@ -62,7 +62,10 @@ func reach(ctx context.Context, cfg *rest.Config) error {
 	return nil
 }
 
-// logger logs to stderr, in klog's format, at the -v level.
+// logger logs to stderr, in klog's format, one level below -v: stderr is
+// the command's too, so by default leaselock logs only its errors, and -v 1
+// adds the library's notices (a server older than 1.35, a client that
+// polls), -v 2 each lock taken and released.
 func (g *globals) logger() logr.Logger {
-	return textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(g.verbosity), textlogger.Output(g.streams.ErrOut)))
+	return textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(g.verbosity-1), textlogger.Output(g.streams.ErrOut)))
 }

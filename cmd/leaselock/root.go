@@ -17,7 +17,7 @@ type globals struct {
 	// kube is kubectl's flags for connecting: --kubeconfig, --context,
 	// -n/--namespace and the rest.
 	kube *genericclioptions.ConfigFlags
-	// verbosity is -v, as kubectl's: 0 logs errors and warnings only.
+	// verbosity is -v: 0 logs errors only.
 	verbosity int
 }
 
@@ -41,7 +41,7 @@ when it exits.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	g.kube.AddFlags(root.PersistentFlags())
-	root.PersistentFlags().IntVarP(&g.verbosity, "v", "v", 0, "log level: 1 logs each lock taken and released, higher more")
+	root.PersistentFlags().IntVarP(&g.verbosity, "v", "v", 0, "log level: 0 logs errors only, 1 the library's notices, 2 each lock taken and released, higher more")
 	root.PersistentPreRun = func(*cobra.Command, []string) {
 		// controller-runtime's packages log through its log.Log: to
 		// stderr, as the rest.
