@@ -43,13 +43,17 @@ func (r runResult) String() string {
 // started and left. A signal that ended the wait for the lock before cmd
 // could start leaves cmd unstarted.
 //
-// Unless leaselock runs in a terminal's foreground, cmd gets a process
-// group of its own, and the signals reach the whole group.
+// Unless leaselock runs on a terminal, cmd gets a process group of its own,
+// and the signals reach the whole group. A lock lost before cmd could start
+// leaves it unstarted.
 func runCommand(ctx context.Context, r *relay, cmd *exec.Cmd, grace time.Duration, clk clock.Clock) runResult {
-	group := !inTerminalForeground()
+	if ctx.Err() != nil {
+		return runResult{}
+	}
+	group := !onTerminal()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group}
 	setOrphanSignal(cmd)
-	proc, err := r.start(cmd, group)
+	command, err := r.start(cmd, group)
 	if err != nil {
 		if errors.Is(err, errInterrupted) {
 			return runResult{}
@@ -67,7 +71,7 @@ func runCommand(ctx context.Context, r *relay, cmd *exec.Cmd, grace time.Duratio
 	case <-ctx.Done():
 	}
 	res.stopped = true
-	_ = proc.signal(syscall.SIGTERM)
+	_ = command.signal(syscall.SIGTERM)
 	t := clk.NewTimer(grace)
 	defer t.Stop()
 	select {
@@ -75,11 +79,11 @@ func runCommand(ctx context.Context, r *relay, cmd *exec.Cmd, grace time.Duratio
 		res.code = exitCodeOf(err)
 	case <-t.C():
 		res.killed = true
-		_ = proc.signal(syscall.SIGKILL)
+		_ = command.signal(syscall.SIGKILL)
 		res.code = exitCodeOf(<-exited)
 	}
 	// What the command started must not outlive its lock either.
-	proc.killLeftovers()
+	command.killLeftovers()
 	return res
 }
 

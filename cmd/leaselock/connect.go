@@ -5,10 +5,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2/textlogger"
@@ -42,8 +44,8 @@ func (g *globals) target() (*rest.Config, string, error) {
 }
 
 // reach checks, with one request (GET /version) bounded by --request-timeout
-// or reachTimeout, that the API server of cfg answers and takes its
-// credentials: a waiter would otherwise retry a server it cannot reach for
+// or reachTimeout, that the API server of cfg answers and does not refuse
+// its credentials (any other answer will do): a waiter would otherwise retry a server it cannot reach for
 // as long as it waits for the lock, without a word.
 func reach(ctx context.Context, cfg *rest.Config) error {
 	timeout := reachTimeout
@@ -56,10 +58,17 @@ func reach(ctx context.Context, cfg *rest.Config) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := dc.RESTClient().Get().AbsPath("/version").Do(ctx).Error(); err != nil {
-		return fmt.Errorf("the API server at %s does not answer: %w", cfg.Host, err)
+	err = dc.RESTClient().Get().AbsPath("/version").Do(ctx).Error()
+	var status apierrors.APIStatus
+	switch {
+	case apierrors.IsUnauthorized(err):
+		return fmt.Errorf("the API server at %s refused the credentials: %w", cfg.Host, err)
+	case err == nil || errors.As(err, &status):
+		// It answered: a server or proxy may forbid /version and still
+		// serve Leases.
+		return nil
 	}
-	return nil
+	return fmt.Errorf("the API server at %s does not answer: %w", cfg.Host, err)
 }
 
 // logger logs to stderr, in klog's format, one level below -v: stderr is

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/leaselock/leaselock/internal/testenv"
@@ -105,6 +107,41 @@ func TestRunWithoutAPIServer(t *testing.T) {
 	}
 	if d := time.Since(start); d > reachTimeout {
 		t.Errorf("took %v, want an answer within %v", d, reachTimeout)
+	}
+}
+
+// TestReach: the check before the wait fails on a server that does not
+// answer or refuses the credentials, and takes any other answer.
+func TestReach(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	tests := []struct {
+		name    string
+		status  int
+		wantErr string
+	}{
+		{"answers", http.StatusOK, ""},
+		{"forbids /version", http.StatusForbidden, ""},
+		{"refuses the credentials", http.StatusUnauthorized, "refused the credentials"},
+		{"does not answer", 0, "does not answer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			host := closed.URL
+			if tt.status != 0 {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(tt.status)
+					_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","code":` + strconv.Itoa(tt.status) + `}`))
+				}))
+				t.Cleanup(srv.Close)
+				host = srv.URL
+			}
+			err := reach(t.Context(), &rest.Config{Host: host})
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("got %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }
 

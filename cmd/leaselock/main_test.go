@@ -78,8 +78,8 @@ func newCluster(t *testing.T) *cluster {
 	return &cluster{c: c, ns: ns, kubeconfig: testenv.KubeConfig(t, cfg, ns)}
 }
 
-// proc is a leaselock process.
-type proc struct {
+// invocation is a leaselock process that a test started.
+type invocation struct {
 	cmd    *exec.Cmd
 	stdout syncBuffer
 	stderr syncBuffer
@@ -90,9 +90,9 @@ type proc struct {
 // start starts leaselock with args against the cluster, with stdin if it
 // is not nil. The process is killed at the end of the test if it still
 // runs.
-func (k *cluster) start(t *testing.T, stdin string, args ...string) *proc {
+func (k *cluster) start(t *testing.T, stdin string, args ...string) *invocation {
 	t.Helper()
-	p := &proc{exited: make(chan struct{})}
+	p := &invocation{exited: make(chan struct{})}
 	p.cmd = exec.Command(built, append([]string{"--kubeconfig", k.kubeconfig}, args...)...)
 	p.cmd.Env = append(os.Environ(), "KUBECONFIG=", "POD_NAME=")
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
@@ -128,7 +128,7 @@ func (k *cluster) run(t *testing.T, args ...string) (int, string, string) {
 
 // wait returns the process's exit code, and fails t when it has not exited
 // within d.
-func (p *proc) wait(t *testing.T, d time.Duration) int {
+func (p *invocation) wait(t *testing.T, d time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.exited:

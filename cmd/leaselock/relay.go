@@ -60,8 +60,8 @@ type relay struct {
 	state relayState
 	// sig is the signal that interrupted the wait.
 	sig syscall.Signal
-	// proc is the command's process, while it runs.
-	proc process
+	// command is the command's process, while it runs.
+	command process
 }
 
 // startRelay takes the relayed signals, and returns the relay and a ctx
@@ -92,8 +92,10 @@ func (r *relay) handle(sig syscall.Signal) {
 		r.state, r.sig = interrupted, sig
 		r.cancel(errInterrupted)
 	case running:
-		if !sentToCommandToo(sig) {
-			_ = r.proc.signal(sig)
+		// A command in leaselock's process group got the terminal's
+		// signals already; one in a group of its own did not.
+		if r.command.group || !sentToCommandToo(sig) {
+			_ = r.command.signal(sig)
 		}
 	}
 }
@@ -110,15 +112,15 @@ func (r *relay) start(cmd *exec.Cmd, group bool) (process, error) {
 	if err := cmd.Start(); err != nil {
 		return process{}, err
 	}
-	r.state, r.proc = running, process{proc: cmd.Process, group: group}
-	return r.proc, nil
+	r.state, r.command = running, process{os: cmd.Process, group: group}
+	return r.command, nil
 }
 
 // commandExited records that the command exited.
 func (r *relay) commandExited() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.state, r.proc = ended, process{}
+	r.state, r.command = ended, process{}
 }
 
 // signalled returns the signal that ended the wait for the lock, or 0.

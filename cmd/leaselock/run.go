@@ -147,8 +147,9 @@ func (o *runOptions) run(ctx context.Context, g *globals) error {
 	if err := reach(ctx, cfg); err != nil {
 		return err
 	}
+	log := g.logger()
 	locker, err := withlock.NewForConfig(cfg, ns,
-		withlock.WithLogger(g.logger()),
+		withlock.WithLogger(log),
 		withlock.WithIdentity(o.identity),
 		withlock.WithSafetyMargin(o.margin()),
 		// A run is short: a Lease a run left behind is taken over by the
@@ -164,6 +165,7 @@ func (o *runOptions) run(ctx context.Context, g *globals) error {
 
 	r, waitCtx := startRelay(ctx)
 	defer r.stop()
+	log.Info("taking lock", "lock", o.name, "namespace", ns)
 	var ran runResult
 	err = locker.WithLock(waitCtx, o.name, func(ctx context.Context) error {
 		holder, _ := withlock.Holder(ctx)
@@ -186,6 +188,8 @@ func (o *runOptions) exit(ns string, ran runResult, sig syscall.Signal, err erro
 	switch {
 	case ran.started && errors.Is(err, withlock.ErrLockLost):
 		return withCode(exitLost, fmt.Errorf("lock %s lost while the command ran (%s): %w", lock, ran, err))
+	case errors.Is(err, withlock.ErrLockLost):
+		return withCode(exitLost, fmt.Errorf("lock %s lost before the command started, which did not run: %w", lock, err))
 	case ran.started && err != nil:
 		// The command's work is done; the Lease stays until it expires.
 		return withCode(ran.code, err)
@@ -193,6 +197,9 @@ func (o *runOptions) exit(ns string, ran runResult, sig syscall.Signal, err erro
 		return withCode(ran.code, nil)
 	case ran.startErr != nil:
 		return withCode(exitCannotRun, ran.startErr)
+	case sig != 0 && err == nil:
+		// The signal came after the acquire, before the start.
+		return withCode(exitSignalBase+int(sig), fmt.Errorf("interrupted by %s before the command started, which did not run; lock %s released", unix.SignalName(sig), lock))
 	case sig != 0:
 		// err may say that a Lease stays, after a write the signal cut off.
 		return withCode(exitSignalBase+int(sig), fmt.Errorf("interrupted by %s while waiting for lock %s: %w", unix.SignalName(sig), lock, err))

@@ -113,7 +113,8 @@ func TestRunWhileHeld(t *testing.T) {
 		}
 	}
 
-	waiter := k.start(t, "", "run", "held", "--", "sh", "-c", `echo waiter >> "$1"`, "sh", log)
+	waiter := k.start(t, "", "-v", "1", "run", "held", "--", "sh", "-c", `echo waiter >> "$1"`, "sh", log)
+	waitFor(t, "the waiter to take the lock", func() bool { return strings.Contains(waiter.stderr.String(), "taking lock") })
 	time.Sleep(time.Second)
 	select {
 	case <-waiter.exited:
@@ -132,8 +133,8 @@ func TestRunWhileHeld(t *testing.T) {
 	if code := waiter.wait(t, 10*time.Second); code != 0 {
 		t.Errorf("waiter: got exit code %d, want 0; stderr: %s", code, waiter.stderr.String())
 	}
-	// Watching the Lease, the waiter is woken by its deletion, not by a
-	// poll (every 5s at most, when retries back off).
+	// Watching the Lease, the waiter is woken by its deletion (the
+	// resourcelock tests show how soon); the bound is for a loaded machine.
 	if d := time.Since(ended); d > 6*time.Second {
 		t.Errorf("the waiter ended %v after the holder, want it woken at the release", d)
 	}
@@ -149,8 +150,10 @@ func TestRunInterruptedWhileWaiting(t *testing.T) {
 	k := newCluster(t)
 	holder := k.start(t, "", "run", "busy", "--", "sleep", "60")
 	k.waitForHolder(t, "busy")
-	waiter := k.start(t, "", "run", "busy", "--", "echo", "must not run")
-	time.Sleep(time.Second)
+	waiter := k.start(t, "", "-v", "1", "run", "busy", "--", "echo", "must not run")
+	// Logged once leaselock takes the signals, before it waits.
+	waitFor(t, "the waiter to take the lock", func() bool { return strings.Contains(waiter.stderr.String(), "taking lock") })
+	time.Sleep(300 * time.Millisecond)
 	if err := waiter.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -178,14 +181,16 @@ func TestRunLockTakenByForce(t *testing.T) {
 	k := newCluster(t)
 	const lease, grace = 3 * time.Second, time.Second
 	tests := []struct {
-		name    string
-		script  string
-		minTime time.Duration
+		name      string
+		script    string
+		minTime   time.Duration
+		wantChild bool
 	}{
-		{"stops at SIGTERM", `echo started; exec sleep 60`, 0},
-		{"ignores SIGTERM", `trap "" TERM; echo started; while :; do sleep 0.1; done`, grace},
-		// The shell dies of SIGTERM; the sleep it started must die too.
-		{"started a child", `sleep 60 & echo $! > "$1"; echo started; wait`, 0},
+		{"stops at SIGTERM", `echo started; exec sleep 60`, 0, false},
+		{"ignores SIGTERM", `trap "" TERM; echo started; while :; do sleep 0.1; done`, grace, false},
+		// The shell dies of SIGTERM; the sleep it started, which ignores
+		// SIGTERM, must die too.
+		{"started a child", `(trap "" TERM; exec sleep 60) & echo $! > "$1"; echo started; wait`, 0, true},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -214,7 +219,11 @@ func TestRunLockTakenByForce(t *testing.T) {
 			if l := k.lease(t, name); l == nil || ptr.Deref(l.Spec.HolderIdentity, "") != "intruder" {
 				t.Errorf("got Lease %v after the run, want the intruder's", l)
 			}
-			if pid, err := os.ReadFile(childPID); err == nil {
+			if tt.wantChild {
+				pid, err := os.ReadFile(childPID)
+				if err != nil {
+					t.Fatalf("the command's child: %v", err)
+				}
 				n, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
 				if alive(n) {
 					_ = syscall.Kill(n, syscall.SIGKILL)
@@ -272,7 +281,7 @@ func TestRunWithTheExampleRole(t *testing.T) {
 	if code := waiter.wait(t, 10*time.Second); code != 0 || waiter.stdout.String() != "waited\n" {
 		t.Errorf("waiter: got exit code %d and stdout %q; stderr: %s", code, waiter.stdout.String(), waiter.stderr.String())
 	}
-	for _, p := range []*proc{holder, waiter} {
+	for _, p := range []*invocation{holder, waiter} {
 		if strings.Contains(p.stderr.String(), "forbidden") {
 			t.Errorf("got stderr %q, want no request forbidden", p.stderr.String())
 		}

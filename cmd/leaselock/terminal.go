@@ -5,6 +5,7 @@ package main
 // does to it.
 
 import (
+	"errors"
 	"os"
 	"syscall"
 
@@ -15,31 +16,47 @@ import (
 // of its own: a signal then reaches whatever the command started too (a
 // shell script's children).
 type process struct {
-	proc  *os.Process
+	os    *os.Process
 	group bool
 }
 
 // signal sends sig to the process's group, or to the process, through
-// os.Process, which never signals another process that reused its PID.
+// os.Process, which never signals another process that reused its PID. A
+// group the process left (setsid, setpgid) is gone: the process gets sig
+// alone then.
 func (p process) signal(sig syscall.Signal) error {
 	if p.group {
-		return syscall.Kill(-p.proc.Pid, sig)
+		if err := syscall.Kill(-p.os.Pid, sig); !errors.Is(err, syscall.ESRCH) {
+			return err
+		}
 	}
-	return p.proc.Signal(sig)
+	return p.os.Signal(sig)
 }
 
 // killLeftovers sends SIGKILL to what is left of the process's group after the
 // process exited: nothing when it had no group of its own.
 func (p process) killLeftovers() {
 	if p.group {
-		_ = syscall.Kill(-p.proc.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(-p.os.Pid, syscall.SIGKILL)
 	}
 }
 
+// onTerminal reports whether leaselock's stdin, stdout or stderr is its
+// controlling terminal. The command must then stay in leaselock's process
+// group: job control (Ctrl-Z, fg, bg) treats the two as one job, and the
+// command can read the terminal when leaselock is in its foreground.
+// Otherwise the command gets a group of its own.
+func onTerminal() bool {
+	for _, fd := range []int{0, 1, 2} {
+		if _, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // inTerminalForeground reports whether leaselock's process group is the
-// foreground group of the terminal on its stdin, stdout or stderr. The
-// command must then stay in that group to read the terminal and get its
-// Ctrl-C; otherwise it gets a group of its own.
+// foreground group of the terminal on its stdin, stdout or stderr.
 func inTerminalForeground() bool {
 	pgrp := syscall.Getpgrp()
 	for _, fd := range []int{0, 1, 2} {
