@@ -40,12 +40,11 @@ func (r runResult) String() string {
 // runCommand starts cmd through the relay, which passes signals on to it,
 // and waits for it to exit. When ctx ends first (the lock is lost) it sends
 // cmd SIGTERM, and SIGKILL after grace on clk; then SIGKILL to what cmd
-// started and left. A signal that ended the wait for the lock before cmd
+// started and left. A lock lost, or a wait ended by a signal, before cmd
 // could start leaves cmd unstarted.
 //
 // Unless leaselock runs on a terminal, cmd gets a process group of its own,
-// and the signals reach the whole group. A lock lost before cmd could start
-// leaves it unstarted.
+// and the signals reach the whole group.
 func runCommand(ctx context.Context, r *relay, cmd *exec.Cmd, grace time.Duration, clk clock.Clock) runResult {
 	if ctx.Err() != nil {
 		return runResult{}
