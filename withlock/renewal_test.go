@@ -104,7 +104,12 @@ func TestRenewalThatHangsEndsFnAtTheExpiry(t *testing.T) {
 	})
 	r := hold(t, t.Context(), renewingLocker(f, nil), false)
 	stepIdle(t, f, r.fnCtx, testPeriod)
-	waitUntil(t, "a renewal sent", func() bool { return f.calls.updating.Load() == 1 })
+	// The keeper starts its timer for the expiry after the renewal, which
+	// may reach the server first: a step before the timer exists would
+	// leave it due a step later.
+	waitUntil(t, "a renewal sent, and the keeper waiting for the expiry", func() bool {
+		return f.calls.updating.Load() == 1 && f.clock.Waiters() > 0
+	})
 	f.clock.Step(testHold - testPeriod - time.Millisecond)
 	time.Sleep(50 * time.Millisecond) // a wrong end would come now
 	if err := r.fnCtx.Err(); err != nil {
