@@ -33,12 +33,7 @@ func TestBadInput(t *testing.T) {
 		http.Error(w, "no requests expected", http.StatusTeapot)
 	}))
 	t.Cleanup(srv.Close)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	config := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: " + srv.URL + "}}]\n" +
-		"contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {token: x}}]\n"
-	if err := os.WriteFile(kubeconfig, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := testenv.KubeConfig(t, &rest.Config{Host: srv.URL, BearerToken: "x"}, "")
 
 	tests := []struct {
 		name     string
@@ -58,6 +53,7 @@ func TestBadInput(t *testing.T) {
 		{"command not found", []string{"run", "job", "--", "no-such-command-here"}, exitNotFound, `"no-such-command-here": executable file not found`},
 		{"command not executable", []string{"run", "job", "--", kubeconfig}, exitCannotRun, "permission denied"},
 		{"invalid namespace", []string{"run", "job", "-n", "Bad_NS", "--", "true"}, exitFailed, `invalid namespace "Bad_NS"`},
+		{"identity not UTF-8", []string{"run", "job", "--identity", "pod-\xff", "--", "true"}, exitFailed, `--identity "pod-\xff": not valid UTF-8`},
 		{"status: invalid lock name", []string{"status", "a/b"}, exitError, `invalid lock name "a/b"`},
 		{"status: unknown output", []string{"status", "-o", "xml"}, exitError, `unable to match a printer suitable for the output format "xml"`},
 		{"status: two names", []string{"status", "a", "b"}, exitError, "accepts at most 1 arg(s)"},
@@ -92,12 +88,7 @@ func TestBadInput(t *testing.T) {
 func TestRunWithoutAPIServer(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	srv.Close() // its port now refuses connections
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	config := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: " + srv.URL + "}}]\n" +
-		"contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {token: x}}]\n"
-	if err := os.WriteFile(kubeconfig, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := testenv.KubeConfig(t, &rest.Config{Host: srv.URL, BearerToken: "x"}, "")
 	var out, errOut bytes.Buffer
 	streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
 	start := time.Now()

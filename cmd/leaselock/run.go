@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -122,6 +123,8 @@ func (o *runOptions) validate() error {
 		return fmt.Errorf("--lease %v: want at least 1s, a Lease holds whole seconds", o.lease)
 	case o.grace < 0:
 		return fmt.Errorf("--grace %v: want 0 or more", o.grace)
+	case !utf8.ValidString(o.identity):
+		return fmt.Errorf("--identity %q: not valid UTF-8", o.identity)
 	case o.grace > o.lease/2:
 		return fmt.Errorf("--grace %v: want at most half of --lease %v: the command is told to stop --grace before its lease could expire, and a longer grace would leave the renewals no time", o.grace, o.lease)
 	}

@@ -300,3 +300,28 @@ func alive(pid int) bool {
 	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
 	return !bytes.HasPrefix(bytes.TrimSpace(rest), []byte("Z"))
 }
+
+// TestRunKilledTakesItsCommandAlong: a SIGKILL to leaselock, which can pass
+// nothing on, kills its command too (Linux), which would otherwise run on
+// without anyone renewing its lock.
+func TestRunKilledTakesItsCommandAlong(t *testing.T) {
+	k := newCluster(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	p := k.start(t, "", "run", "killed", "--", "sh", "-c", `echo $$ > "$1"; exec sleep 60`, "sh", pidFile)
+	k.waitForHolder(t, "killed")
+	var pid int
+	waitFor(t, "the command's pid", func() bool {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid > 0
+	})
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t, 10*time.Second)
+	waitFor(t, "the command to die with leaselock", func() bool { return !alive(pid) })
+	// The Lease stays until it expires: no one released it.
+	if err := k.c.Delete(context.Background(), k.lease(t, "killed")); err != nil {
+		t.Fatal(err)
+	}
+}
